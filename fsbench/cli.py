@@ -1,0 +1,345 @@
+"""The `fsbench` command line: parses options, calls the library, prints tables or JSON.
+
+No logic of its own lives here. Plugins add commands through `fsbench_register_commands`
+(`fsbench data make procedural`, `fsbench verify`, `fsbench fid` come from plugins).
+Expected mistakes (`fsbench.errors.FsbenchError`) print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import fsbench
+from fsbench import ui
+from fsbench.errors import FsbenchError, UsageError
+
+EPILOG_WIDTH = 100
+
+
+class FsbenchGroup(click.Group):
+    """A click group that reports FsbenchError as `error: <message>` and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FsbenchError as exc:
+            ui.err.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
+            ctx.exit(exc.exit_code)
+
+
+def parse_overrides(pairs: tuple[str, ...], option: str = "-o") -> dict[str, str]:
+    """`key=value` strings -> dict; the generator or metric type-checks the values."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
+
+
+@click.group(cls=FsbenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": EPILOG_WIDTH})
+@click.version_option(fsbench.__version__, prog_name="fsbench")
+def cli() -> None:
+    """Train, sample and score synthetic face-recognition datasets.
+
+    \b
+    Quick start:
+      fsbench data make procedural --out world --ids 50 --per-id 8
+      fsbench evaluate --dataset world --embedder pixels --metrics summary,cst,sep
+    """
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+@cli.command("plugins")
+@json_option
+def plugins_cmd(as_json: bool) -> None:
+    """List every registered generator, metric, embedder and format, with its origin.
+
+    \b
+    Example:
+      fsbench plugins --json
+    """
+    from fsbench.registry import get_registry
+
+    reg = get_registry()
+    entries = reg.entries()
+    rows = [
+        {
+            "kind": e.kind,
+            "name": e.name,
+            "plugin": e.plugin,
+            "distribution": e.distribution,
+            "version": e.version,
+            "description": getattr(e.cls, "description", ""),
+        }
+        for e in entries
+    ]
+    for message in reg.load_errors:
+        ui.warn(message)
+    table = ui.table(
+        "fsbench plugins",
+        ["kind", "name", "plugin", "distribution", "version", "description"],
+        [r.values() for r in rows],
+    )
+    ui.emit({"plugins": rows, "load_errors": reg.load_errors}, as_json=as_json, table=table)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@cli.group("data", cls=FsbenchGroup)
+def data_cmd() -> None:
+    """Make, inspect and convert face datasets."""
+
+
+@data_cmd.group("make", cls=FsbenchGroup)
+def data_make_cmd() -> None:
+    """Make a dataset with a generator that needs no training (plugins add sub-commands).
+
+    \b
+    Example:
+      fsbench data make procedural --out world --ids 100 --per-id 10 --benchmark
+    """
+
+
+@data_cmd.command("info")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--skip-bad", is_flag=True, help="Leave out unreadable images and list them.")
+@json_option
+def data_info_cmd(root: Path, skip_bad: bool, as_json: bool) -> None:
+    """Check a dataset folder and describe it (identities, images, size, fingerprint).
+
+    \b
+    Example:
+      fsbench data info world --json
+    """
+    from fsbench.data import FaceDataset
+
+    ds = FaceDataset.open(root, skip_bad=skip_bad)
+    info = ds.describe()
+    if skip_bad:
+        for _ in ds.batches():  # decode everything once so truncated files are found too
+            pass
+        info["skipped"] = [list(s) for s in ds.skipped]
+    counts = info["images_per_identity"]
+    table = ui.table(
+        f"dataset {root}",
+        ["identities", "images", "size (HxW)", "per identity (min/mean/max)", "skipped", "fingerprint"],
+        [[info["identities"], info["images"], "x".join(map(str, info["image_size"])),
+          f"{counts['min']}/{counts['mean']:.1f}/{counts['max']}", len(info["skipped"]), info["fingerprint"]]],
+    )
+    ui.emit(info, as_json=as_json, table=table)
+    for path, reason in info["skipped"]:
+        ui.warn(f"skipped {root / path}: {reason}")
+
+
+@data_cmd.command("show")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
+@click.option("--ids", default=8, show_default=True, help="Identities (rows).")
+@click.option("--per-id", default=8, show_default=True, help="Images per identity (columns).")
+@click.option("--masks", is_flag=True, help="Overlay segmentation masks (datasets with masks/).")
+def data_show_cmd(root: Path, out: Path, ids: int, per_id: int, masks: bool) -> None:
+    """Draw a contact sheet: identities in rows, their images in columns.
+
+    \b
+    Example:
+      fsbench data show world --out sheet.png --masks
+    """
+    from fsbench.data import FaceDataset
+    from fsbench.report.contact_sheet import contact_sheet
+
+    path = contact_sheet(FaceDataset.open(root), out, n_ids=ids, per_id=per_id, overlay_masks=masks)
+    ui.out.print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------- generators
+
+
+@cli.command("train")
+@click.argument("generator")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="Training dataset folder.")
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
+@click.option("--preset", default="tiny", show_default=True, help="Preset of the generator (tiny, paper, ...).")
+@click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value.")
+@json_option
+def train_cmd(generator: str, data_dir: Path, run_dir: Path, preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Train a generator (resumes when RUN already holds a checkpoint).
+
+    \b
+    Example:
+      fsbench train vigface --data world --run runs/vig --preset tiny -o steps=200
+    """
+    from fsbench.data import FaceDataset
+    from fsbench.registry import get_registry
+
+    gen = get_registry().generator(generator)
+    ckpt = gen.train(FaceDataset.open(data_dir), run_dir, preset, **parse_overrides(overrides))
+    ui.emit({"generator": generator, "run": str(run_dir), "checkpoint": str(ckpt)}, as_json=as_json)
+    if not as_json:
+        ui.out.print(f"trained {generator}: {ckpt}")
+
+
+@cli.command("sample")
+@click.argument("generator")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Trained run folder.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder to write.")
+@click.option("--ids", default=100, show_default=True, help="Identities to sample.")
+@click.option("--per-id", default=10, show_default=True, help="Images per identity.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("-o", "options", multiple=True, metavar="KEY=VALUE", help="Generator-specific sampling option.")
+@json_option
+def sample_cmd(generator: str, run_dir: Path | None, out: Path, ids: int, per_id: int, seed: int,
+               options: tuple[str, ...], as_json: bool) -> None:
+    """Sample a synthetic dataset from a (trained) generator.
+
+    \b
+    Example:
+      fsbench sample vigface --run runs/vig --out syn --ids 100 --per-id 10 --seed 0
+    """
+    from fsbench.registry import get_registry
+
+    _check_counts(ids, per_id)
+    gen = get_registry().generator(generator)
+    if gen.needs_training and run_dir is None:
+        raise UsageError(f"generator {generator!r} samples from a trained run: pass --run DIR")
+    ds = gen.sample(run_dir, ids, per_id, out, seed, **parse_overrides(options))
+    info = ds.describe()
+    ui.emit(info, as_json=as_json)
+    if not as_json:
+        ui.out.print(f"wrote {info['images']} images of {info['identities']} identities to {out}")
+
+
+def _check_counts(ids: int, per_id: int) -> None:
+    if ids < 1:
+        raise UsageError(f"--ids {ids}: need at least one identity")
+    if per_id < 1:
+        raise UsageError(f"--per-id {per_id}: need at least one image per identity")
+
+
+# --------------------------------------------------------------------------- evaluate / report
+
+
+@cli.command("evaluate")
+@click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path), help="Dataset folder to score.")
+@click.option("--generator", help="Sample this generator first (with --run, --ids, --per-id) and score the samples.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Trained run of --generator.")
+@click.option("--ids", default=100, show_default=True, help="With --generator: identities to sample.")
+@click.option("--per-id", default=10, show_default=True, help="With --generator: images per identity.")
+@click.option("--reference", "reference_dir", type=click.Path(path_type=Path), help="Real/reference dataset folder.")
+@click.option("--metrics", "metric_specs", default="summary", show_default=True, help="Comma-separated metric names (NAME[:OPTION]).")
+@click.option("--embedder", help="Face embedder NAME[:OPTION], e.g. dlib:aligned, iresnet:r50:/w/backbone.pth.")
+@click.option("--features", help="Feature space for distribution metrics (default: each metric's own).")
+@click.option("--bench", "benches", multiple=True, type=click.Path(path_type=Path), help="Verification benchmark file (repeatable).")
+@click.option("-o", "options", multiple=True, metavar="METRIC.KEY=VALUE", help="Option for one metric.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder for metrics.json, per_identity.parquet, figures.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--skip-bad", is_flag=True, help="Leave out unreadable images and list them.")
+@click.option("--no-cache", is_flag=True, help="Recompute embeddings even when cached.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default $FSBENCH_CACHE or ~/.cache/fsbench).")
+@json_option
+def evaluate_cmd(dataset_dir, generator, run_dir, ids, per_id, reference_dir, metric_specs, embedder, features,
+                 benches, options, out_dir, seed, skip_bad, no_cache, cache_dir, as_json) -> None:
+    """Score a dataset (or a generator's samples) with metric plugins.
+
+    \b
+    Examples:
+      fsbench evaluate --dataset syn --embedder dlib:aligned --metrics cst,sep,iou --reference real
+      fsbench evaluate --generator vigface --run runs/vig --embedder iresnet:r50:w.pth --metrics sep,cst
+    """
+    from fsbench.evaluate_run import run_evaluation
+
+    result = run_evaluation(
+        dataset_dir=dataset_dir, generator=generator, run_dir=run_dir, ids=ids, per_id=per_id,
+        reference_dir=reference_dir, metric_specs=metric_specs, embedder=embedder, features=features,
+        benches=list(benches), metric_options=parse_overrides(options), out_dir=out_dir, seed=seed,
+        skip_bad=skip_bad, use_cache=not no_cache, cache_dir=cache_dir,
+    )
+    ui.emit(result.to_json(), as_json=as_json, table=result.table())
+    if not as_json:
+        for note in result.notes():
+            ui.out.print(f"[dim]note:[/dim] {note}", soft_wrap=True)
+        ui.out.print(f"saved {result.out_dir}/metrics.json")
+
+
+@cli.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
+@click.option("--title", default="fsbench comparison", show_default=True)
+@json_option
+def report_cmd(runs: tuple[Path, ...], out_dir: Path, title: str, as_json: bool) -> None:
+    """Compare evaluation folders in one table (Markdown, CSV) with figures.
+
+    \b
+    Example:
+      fsbench report eval/vigface eval/segtex eval/real --out reports/2026-11
+    """
+    from fsbench.report.compare import write_report
+
+    report = write_report(list(runs), out_dir, title=title)
+    ui.emit(report.to_json(), as_json=as_json, table=report.table())
+    if not as_json:
+        ui.out.print(f"wrote {report.markdown}")
+
+
+@cli.command("demo")
+@click.option("--out", "out_dir", default=Path("demo-out"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--ids", default=40, show_default=True, help="Identities per dataset.")
+@click.option("--per-id", default=6, show_default=True, help="Images per identity.")
+@click.option("--seed", default=0, show_default=True)
+@json_option
+def demo_cmd(out_dir: Path, ids: int, per_id: int, seed: int, as_json: bool) -> None:
+    """Run the whole pipeline on the embedded face world, on CPU, in a few minutes.
+
+    Makes a "real" and a "synthetic" set from the procedural world, scores both with every
+    metric that runs without external weights, and writes a comparison report.
+
+    \b
+    Example:
+      fsbench demo --out demo-out
+    """
+    from fsbench.demo import run_demo
+
+    report = run_demo(out_dir, ids=ids, per_id=per_id, seed=seed)
+    ui.emit(report.to_json(), as_json=as_json, table=report.table())
+    if not as_json:
+        ui.out.print(f"wrote {report.markdown}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+_plugin_commands_added = False
+
+
+def get_cli() -> click.Group:
+    """The command group with every plugin's commands added (once)."""
+    global _plugin_commands_added
+    if not _plugin_commands_added:
+        from fsbench.registry import get_registry
+
+        get_registry().add_commands(cli)
+        _plugin_commands_added = True
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        group = get_cli()
+    except FsbenchError as exc:  # a broken plugin set-up: say which, no traceback
+        ui.err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    group.main(args=argv, prog_name="fsbench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

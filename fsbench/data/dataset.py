@@ -1,0 +1,216 @@
+"""FaceDataset: an ImageFolder of faces, checked once, read many times.
+
+Layout: ``root/<identity>/<image>``, optionally with ``manifest.csv`` (or ``.parquet``) whose
+``path`` column names images relative to the root, and ``dataset.json`` describing who made
+it. Any ImageFolder a user already has (a released DCFace or DigiFace folder) opens as is.
+
+Opening checks every file's header (cheap: PIL reads only the header), so a missing,
+garbage or wrongly sized image is reported before hours of embedding, naming the file.
+Truncated images pass a header check; they fail when decoded, with the same kind of error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fsbench.data.images import IMAGE_SUFFIXES, image_size, read_image
+from fsbench.errors import DatasetError
+
+MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
+INFO_NAME = "dataset.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    path: str  # relative to the dataset root, posix separators
+    identity: str
+    label: int
+
+
+class Batch(NamedTuple):
+    images: np.ndarray  # (B, H, W, 3) uint8
+    labels: np.ndarray  # (B,) int64
+    index: np.ndarray  # (B,) int64 positions in FaceDataset.items
+
+
+@dataclass
+class FaceDataset:
+    """A checked ImageFolder; `items` are in a deterministic order (identity, then file name)."""
+
+    root: Path
+    items: list[Item]
+    identities: list[str]
+    image_size: tuple[int, int]  # (H, W), the same for every image
+    info: dict[str, Any] = field(default_factory=dict)
+    manifest: Any = None  # pandas DataFrame aligned with items, or None
+    skip_bad: bool = False
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, root: str | Path, *, skip_bad: bool = False) -> FaceDataset:
+        """Scan and check `root`; with `skip_bad`, unreadable images are left out and listed."""
+        root = Path(root)
+        if not root.exists():
+            raise DatasetError(root, "no such dataset folder")
+        if not root.is_dir():
+            raise DatasetError(root, "not a folder (a dataset is root/<identity>/<image>)")
+        info = _read_info(root)
+        excluded = set(info.get("aux_dirs", ()))
+        id_dirs = sorted(
+            d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")) and d.name not in excluded
+        )
+        if not id_dirs:
+            raise DatasetError(root, "empty dataset: no identity folders (expected root/<identity>/<image>)")
+
+        items: list[Item] = []
+        identities: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        size: tuple[int, int] | None = None
+        first: str | None = None
+        for d in id_dirs:
+            files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not files:
+                raise DatasetError(d, "identity folder has no images")
+            kept = []
+            for f in files:
+                rel = f"{d.name}/{f.name}"
+                try:
+                    hw = image_size(f)
+                except DatasetError as exc:
+                    if not skip_bad:
+                        raise
+                    skipped.append((rel, exc.problem))
+                    continue
+                if size is None:
+                    size, first = hw, rel
+                elif hw != size:
+                    raise DatasetError(
+                        f,
+                        f"image is {hw[1]}x{hw[0]} but {first} is {size[1]}x{size[0]}: "
+                        "a dataset holds one image size (resize the folder first)",
+                    )
+                kept.append(rel)
+            if not kept:
+                continue  # every image of this identity was bad and skipped
+            label = len(identities)
+            identities.append(d.name)
+            items.extend(Item(rel, d.name, label) for rel in kept)
+        if not items:
+            raise DatasetError(root, "no readable images")
+        assert size is not None
+        ds = cls(root, items, identities, size, info, None, skip_bad, skipped)
+        ds.manifest = _read_manifest(root, ds)
+        return ds
+
+    # ------------------------------------------------------------------ access
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.read(i), self.items[i].label
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.fromiter((it.label for it in self.items), dtype=np.int64, count=len(self.items))
+
+    @property
+    def num_identities(self) -> int:
+        return len(self.identities)
+
+    def abspath(self, i: int) -> Path:
+        return self.root / self.items[i].path
+
+    def aux_path(self, kind: str, i: int, suffix: str = ".png") -> Path:
+        """Where an image's companion file lives, e.g. its segmentation mask under masks/."""
+        return (self.root / kind / self.items[i].path).with_suffix(suffix)
+
+    def read(self, i: int) -> np.ndarray:
+        """uint8 (H, W, 3) RGB."""
+        return read_image(self.abspath(i))
+
+    def counts(self) -> np.ndarray:
+        """Images per identity label."""
+        return np.bincount(self.labels, minlength=self.num_identities)
+
+    def fingerprint(self) -> str:
+        """Stable hash of (path, label, size, mtime) of every image: the key of every cache."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for it in self.items:
+                st = os.stat(self.root / it.path)
+                h.update(f"{it.path}\t{it.label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def batches(
+        self, batch_size: int = 64, workers: int | None = None, indices: Sequence[int] | None = None
+    ) -> Iterator[Batch]:
+        """Decoded batches in item order; see `fsbench.data.loader` for the worker processes.
+
+        A corrupt image raises `DatasetError` naming it, or with `skip_bad` is dropped from the
+        batch and appended to `skipped`.
+        """
+        from fsbench.data.loader import iter_batches
+
+        yield from iter_batches(self, batch_size=batch_size, workers=workers, indices=indices)
+
+    def describe(self) -> dict[str, Any]:
+        counts = self.counts()
+        return {
+            "root": str(self.root),
+            "identities": self.num_identities,
+            "images": len(self),
+            "image_size": list(self.image_size),
+            "images_per_identity": {"min": int(counts.min()), "mean": float(counts.mean()), "max": int(counts.max())},
+            "generator": self.info.get("generator"),
+            "fingerprint": self.fingerprint(),
+            "skipped": [list(s) for s in self.skipped],
+        }
+
+
+def _read_info(root: Path) -> dict[str, Any]:
+    path = root / INFO_NAME
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise DatasetError(path, "must hold a JSON object")
+    return info
+
+
+def _read_manifest(root: Path, ds: FaceDataset):
+    """The manifest aligned row-for-row with `ds.items` (rows for skipped images dropped)."""
+    import pandas as pd
+
+    for name in MANIFEST_NAMES:
+        path = root / name
+        if not path.exists():
+            continue
+        try:
+            df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+        except Exception as exc:  # pandas raises many types for a bad file
+            raise DatasetError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})") from None
+        if "path" not in df.columns:
+            raise DatasetError(path, "manifest has no 'path' column")
+        df = df.drop_duplicates("path").set_index("path")
+        on_disk = {it.path for it in ds.items} | {p for p, _ in ds.skipped}
+        missing = [p for p in df.index if p not in on_disk]
+        if missing:
+            raise DatasetError(path, f"{len(missing)} rows name images that do not exist, e.g. {missing[0]}")
+        return df.reindex([it.path for it in ds.items])
+    return None

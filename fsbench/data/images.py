@@ -1,0 +1,84 @@
+"""Decoding and encoding images, with errors that name the file.
+
+PIL is lazy: `Image.open` reads only the header, so a truncated file passes it and fails
+later at `load()`. Both steps are wrapped here so every caller gets the same one-line
+`DatasetError` ("<file>: truncated image") instead of PIL's traceback.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fsbench.errors import DatasetError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "truncated" in text or isinstance(exc, EOFError):
+        return "truncated image"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (unrecognised format)"
+    return f"unreadable image ({exc.__class__.__name__}: {exc})"
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the header alone; cheap enough to check every file of a dataset."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise DatasetError(path, "missing image") from None
+    except (OSError, UnidentifiedImageError, ValueError, EOFError) as exc:
+        raise DatasetError(path, _describe(exc)) from None
+    return h, w
+
+
+def _to_rgb_array(im: Image.Image) -> np.ndarray:
+    im.load()
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 (H, W, 3) RGB from a file; DatasetError naming it when it cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            return _to_rgb_array(im)
+    except FileNotFoundError:
+        raise DatasetError(path, "missing image") from None
+    except (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError) as exc:
+        raise DatasetError(path, _describe(exc)) from None
+
+
+def decode_image(data: bytes, source: str) -> np.ndarray:
+    """uint8 (H, W, 3) RGB from encoded bytes; `source` names where they came from."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return _to_rgb_array(im)
+    except (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError) as exc:
+        raise DatasetError(source, _describe(exc)) from None
+
+
+def encode_image(array: np.ndarray, suffix: str = ".png", quality: int = 95) -> bytes:
+    """Encode a uint8 HWC (or HW for masks) array; the suffix picks the codec."""
+    suffix = suffix.lower()
+    if array.dtype != np.uint8:
+        raise ValueError(f"encode_image wants uint8, got {array.dtype}")
+    im = Image.fromarray(array)
+    buf = io.BytesIO()
+    if suffix in (".jpg", ".jpeg"):
+        im.save(buf, format="JPEG", quality=int(quality))
+    elif suffix == ".png":
+        im.save(buf, format="PNG", compress_level=1)  # fast; size matters less than speed here
+    elif suffix in (".bmp", ".webp"):
+        im.save(buf, format=suffix[1:].upper())
+    else:
+        raise ValueError(f"cannot encode images as {suffix!r}")
+    return buf.getvalue()

@@ -1,0 +1,175 @@
+"""DatasetWriter: write a FaceDataset so that a kill never leaves a half dataset behind.
+
+Everything goes to ``<out>.partial/`` first; `finalize` writes the manifest and dataset.json
+and renames the folder into place. An item counts as written only once its manifest row is
+in ``manifest.jsonl`` (appended after the image is on disk), so after a kill `resume=True`
+skips exactly the finished items and rewrites the one that was in progress.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsbench.data.dataset import INFO_NAME, FaceDataset
+from fsbench.data.images import encode_image
+from fsbench.errors import UsageError
+
+ROWS_NAME = "manifest.jsonl"  # append-only journal inside the .partial folder
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not value or "/" in value or "\\" in value or value.startswith(".") or value in ("..",):
+        raise UsageError(f"invalid {kind} name {value!r}: it becomes a file name")
+
+
+class DatasetWriter:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        info: dict[str, Any] | None = None,
+        aux_dirs: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.partial = self.out_dir.with_name(self.out_dir.name + ".partial")
+        self.info = dict(info or {})
+        self.aux_dirs = tuple(aux_dirs)
+        self.overwrite = overwrite
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._made_dirs: set[Path] = set()
+
+        out_busy = self.out_dir.exists() and any(self.out_dir.iterdir())
+        if out_busy and not (resume or overwrite):
+            raise UsageError(
+                f"{self.out_dir}: exists and is not empty; pass --resume to continue it or --overwrite to replace it"
+            )
+        if self.partial.exists() and not (resume or overwrite):
+            raise UsageError(
+                f"{self.partial}: holds an interrupted write; pass --resume to continue it or --overwrite to start again"
+            )
+        if overwrite and self.partial.exists():
+            shutil.rmtree(self.partial)
+        if resume and out_busy and not overwrite:
+            if not (self.out_dir / INFO_NAME).exists():
+                raise UsageError(f"{self.out_dir}: not an fsbench dataset (no {INFO_NAME}); cannot resume into it")
+            if self.partial.exists():
+                raise UsageError(f"{self.out_dir} and {self.partial} both exist; remove one of them")
+            os.replace(self.out_dir, self.partial)  # reopen a finished dataset to extend it
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._load_journal()
+        self._journal = open(self.partial / ROWS_NAME, "a", encoding="utf-8")
+
+    def _load_journal(self) -> None:
+        path = self.partial / ROWS_NAME
+        if not path.exists():
+            return
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being written when the process died
+            if (self.partial / row["path"]).exists():
+                self._rows[row["path"]] = row
+
+    # ------------------------------------------------------------------ writing
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def has(self, identity: str, name: str) -> bool:
+        return f"{identity}/{name}" in self._rows
+
+    def _write(self, path: Path, data: bytes) -> None:
+        if path.parent not in self._made_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(path.parent)
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def add(
+        self,
+        identity: str,
+        name: str,
+        image: bytes | np.ndarray,
+        *,
+        meta: dict[str, Any] | None = None,
+        aux: dict[str, tuple[str, bytes | np.ndarray]] | None = None,
+    ) -> None:
+        """Write one image (encoded bytes, or a uint8 array encoded by `name`'s suffix)."""
+        _check_name("identity", identity)
+        _check_name("image", name)
+        rel = f"{identity}/{name}"
+        data = image if isinstance(image, (bytes, bytearray)) else encode_image(image, Path(name).suffix)
+        self._write(self.partial / rel, data)
+        for kind, (aux_name, payload) in (aux or {}).items():
+            if kind not in self.aux_dirs:
+                raise UsageError(f"aux kind {kind!r} was not declared in aux_dirs {self.aux_dirs}")
+            _check_name(f"{kind} file", aux_name)
+            blob = payload if isinstance(payload, (bytes, bytearray)) else encode_image(payload, Path(aux_name).suffix)
+            self._write(self.partial / kind / identity / aux_name, blob)
+        row = {"path": rel, "identity": identity, **(meta or {})}
+        self._journal.write(json.dumps(row, default=_jsonable) + "\n")
+        self._journal.flush()
+        self._rows[rel] = row
+
+    # ------------------------------------------------------------------ finishing
+
+    def finalize(self) -> FaceDataset:
+        """Write manifest.csv and dataset.json, then move the folder into place atomically."""
+        import pandas as pd
+
+        import fsbench
+
+        self._journal.close()
+        rows = [self._rows[k] for k in sorted(self._rows)]
+        if not rows:
+            raise UsageError(f"{self.out_dir}: nothing was written")
+        pd.DataFrame(rows).to_csv(self.partial / "manifest.csv", index=False)
+        info = {
+            **self.info,
+            "aux_dirs": list(self.aux_dirs),
+            "identities": len({r["identity"] for r in rows}),
+            "images": len(rows),
+            "fsbench_version": fsbench.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (self.partial / INFO_NAME).write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
+        (self.partial / ROWS_NAME).unlink()
+        if self.out_dir.exists():
+            old = self.out_dir.with_name(self.out_dir.name + f".old-{os.getpid()}")
+            os.replace(self.out_dir, old)
+            os.replace(self.partial, self.out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.partial, self.out_dir)
+        return FaceDataset.open(self.out_dir)
+
+    def close(self) -> None:
+        """Stop without finalizing: the .partial folder stays for a later resume."""
+        if not self._journal.closed:
+            self._journal.close()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.result = self.finalize()
+        else:
+            self.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

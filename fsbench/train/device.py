@@ -1,0 +1,40 @@
+"""Where to run and in which precision: CUDA when present, else CPU; AMP only on CUDA."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from fsbench.errors import UsageError
+
+__all__ = ["amp_context", "grad_scaler", "pick_device", "use_amp"]
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto`: cuda:<local_rank> when CUDA is available, else cpu. `cpu`/`cuda` force one."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"device={requested!r}: expected auto, cpu or cuda")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError("device=cuda was asked for but torch sees no CUDA GPU (use device=auto or cpu)")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def use_amp(device: torch.device, wanted: bool) -> bool:
+    """Mixed precision helps only on GPUs; on CPU it would be slower and change the numbers."""
+    return bool(wanted) and device.type == "cuda"
+
+
+def amp_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """fp16 autocast on CUDA (as arcface_torch trains), a no-op otherwise."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16)
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """Loss scaling for fp16; disabled (a pass-through) on CPU or without AMP."""
+    return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)

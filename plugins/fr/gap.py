@@ -1,0 +1,175 @@
+"""Gap-to-real: train one FR model per training set, verify each on every benchmark.
+
+VIGFace's Table 2 (and DCFace's protocol): the same preset and seed for every training set;
+accuracy (%) on each benchmark with insightface's protocol (flip TTA, 10 folds), their
+average, and GR = (Avg_real - Avg_syn) / Avg_syn against the real baseline, shown in %.
+With `mix`, Table 3: each synthetic set is also trained together with the real one, and the
+change of the average against real alone is reported.
+
+Mixing keeps the two sets' identities apart (folder names prefixed ``real-``/``syn-``), so a
+synthetic identity that happens to share a real folder name is not merged into it. The
+mixed folder is a set of symlinks to the identity folders, not a copy.
+
+It runs in one process (on a GPU when present). For multi-GPU training of large sets, train
+each set with ``torchrun ... fr train --run-dir OUT/runs/NN-NAME`` first: this command then
+finds the finished runs in ``--out`` and only evaluates them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fsbench import ui
+from fsbench.data import FaceDataset
+from fsbench.errors import UsageError
+
+__all__ = ["TrainingSet", "gap_to_real", "make_mix", "run_gap_benchmark"]
+
+
+@dataclass
+class TrainingSet:
+    name: str
+    root: Path
+    kind: str  # "real", "synthetic" or "real+synthetic"
+    dataset: FaceDataset | None = field(default=None, repr=False)
+
+
+def gap_to_real(avg_real: float, avg_syn: float) -> float:
+    """GR = (Avg_real - Avg_syn) / Avg_syn (a fraction; x100 for the papers' %)."""
+    return (avg_real - avg_syn) / avg_syn
+
+
+def make_mix(real: FaceDataset, syn: FaceDataset, out: Path) -> FaceDataset:
+    """An ImageFolder of symlinks: real-<id>/ and syn-<id>/ pointing at the two sets' folders."""
+    out.mkdir(parents=True, exist_ok=True)
+    for prefix, ds in (("real-", real), ("syn-", syn)):
+        for identity in ds.identities:
+            link = out / f"{prefix}{identity}"
+            target = (ds.root / identity).resolve()
+            if link.is_symlink() and Path(os.readlink(link)) == target:
+                continue
+            if link.exists() or link.is_symlink():
+                link.unlink()
+            link.symlink_to(target, target_is_directory=True)
+    return FaceDataset.open(out)
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    names = [p.resolve().name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.resolve().parent.name}/{p.resolve().name}" for p in paths]
+
+
+def bench_names(benches: list[Path]) -> list[str]:
+    """Column names: file stems, or parent/stem where stems repeat."""
+    stems = [b.stem for b in benches]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{b.parent.name}/{b.stem}" for b in benches]
+
+
+def run_gap_benchmark(
+    train_dirs: list[Path],
+    baseline: Path,
+    benches: list[Path],
+    work: Path,
+    preset: str = "tiny",
+    overrides: dict[str, Any] | None = None,
+    mix: bool = False,
+    folds: int = 10,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Train and verify every set; returns the Table 2/3 frame (one row per training set)."""
+    from fsbench.data.pairs import read_bin_pairs
+    from fsbench.train.fr import fr_config, train_fr
+    from plugins.fr.embedder import RunEmbedder
+    from plugins.metrics.verification import verify_embedder
+
+    if not train_dirs:
+        raise UsageError("give at least one --train DIR (a synthetic training set)")
+    if not benches:
+        raise UsageError("give at least one benchmark with --bench a.bin,b.bin")
+    cfg = fr_config(preset, overrides)  # refuse bad overrides before any training
+    pairsets = [read_bin_pairs(b) for b in benches]  # refuse a bad pack before any training
+    columns = bench_names(benches)
+
+    real = FaceDataset.open(baseline)
+    sets = [TrainingSet(_unique_names([baseline])[0], baseline, "real", real)]
+    syn_names = _unique_names(train_dirs)
+    for name, d in zip(syn_names, train_dirs):
+        sets.append(TrainingSet(name, d, "synthetic", FaceDataset.open(d)))
+    if mix:
+        for name, d in zip(syn_names, train_dirs):
+            syn = next(s.dataset for s in sets if s.root == d)
+            safe = name.replace("/", "_")
+            mixed = make_mix(real, syn, work / "mix" / safe)
+            sets.append(TrainingSet(f"{sets[0].name} + {name}", mixed.root, "real+synthetic", mixed))
+
+    rows: list[dict[str, Any]] = []
+    for k, ts in enumerate(sets):
+        ds = ts.dataset
+        assert ds is not None
+        ui.err.print(f"[bold]{k + 1}/{len(sets)}[/bold] training on {ts.name} ({ds.num_identities} ids, {len(ds)} images)")
+        run_dir = work / "runs" / f"{k:02d}-{ts.name.replace('/', '_').replace(' ', '')}"
+        result = train_fr(ds, run_dir, preset, overrides)
+        embedder = RunEmbedder(run_dir)
+        row: dict[str, Any] = {
+            "training_set": ts.name, "kind": ts.kind, "images": len(ds), "identities": ds.num_identities,
+            "per_identity": round(len(ds) / ds.num_identities, 1),
+        }
+        for col, ps in zip(columns, pairsets):
+            res = verify_embedder(embedder, ps, flip=True, n_folds=folds)
+            row[col] = 100.0 * res.accuracy
+            row[f"{col}_std"] = 100.0 * res.std
+        row["average"] = sum(row[c] for c in columns) / len(columns)
+        row["train_seconds"] = round(result.seconds, 1)
+        row["run_dir"] = str(run_dir)
+        rows.append(row)
+
+    df = pd.DataFrame(rows)
+    avg_real = float(df.loc[0, "average"])
+    df["gap_to_real_pct"] = [
+        float("nan") if kind != "synthetic" else 100.0 * gap_to_real(avg_real, avg) for kind, avg in zip(df["kind"], df["average"])
+    ]
+    df["delta_vs_real"] = [float("nan") if kind != "real+synthetic" else avg - avg_real for kind, avg in zip(df["kind"], df["average"])]
+    meta = {
+        "preset": preset, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        "benchmarks": {c: str(b) for c, b in zip(columns, benches)}, "pairs": {c: len(p) for c, p in zip(columns, pairsets)},
+        "folds": folds, "flip": True, "baseline": str(baseline), "mix": mix,
+    }
+    return df, meta
+
+
+def table_rows(df: pd.DataFrame, columns: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """Table 2's layout: set, # images (classes x variations), accuracies, average, GR."""
+    head = ["Training set", "# images (ids x per id)", *columns, "Average", "GR (%)"]
+    rows = []
+    for _, r in df.iterrows():
+        tail = r["gap_to_real_pct"] if r["kind"] == "synthetic" else None
+        if r["kind"] == "real+synthetic":
+            tail = f"{r['delta_vs_real']:+.2f} avg"
+        rows.append([
+            f"{r['training_set']} ({r['kind']})", f"{r['images']} ({r['identities']}x{r['per_identity']:g})",
+            *[f"{r[c]:.2f}" for c in columns], f"{r['average']:.2f}",
+            f"{tail:.2f}" if isinstance(tail, float) else (tail or "-"),
+        ])
+    return head, rows
+
+
+def to_markdown(head: list[str], rows: list[list[Any]], meta: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    cfg = meta["config"]
+    lines += [
+        "",
+        f"Verification accuracy (%), insightface protocol: flip TTA, {meta['folds']} unshuffled folds. "
+        f"GR = (Avg_real - Avg_syn) / Avg_syn against {meta['baseline']}. "
+        f"Every model: preset `{meta['preset']}` ({cfg['network']}, {cfg['margin']} m={cfg['m']} s={cfg['s']}, "
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}).",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,218 @@
+"""FaceDataset reading, the writer (atomic, resumable), and every bad input of issue 2."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fsbench.data import DatasetWriter, FaceDataset
+from fsbench.errors import DatasetError, UsageError
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_items_labels_and_pixels_follow_the_folder(folder):
+    root = folder(ids=3, per_id=2, size=8, seed=1)
+    ds = FaceDataset.open(root)
+    assert ds.identities == ["id_000", "id_001", "id_002"]
+    assert [it.path for it in ds.items][:3] == ["id_000/img_00.png", "id_000/img_01.png", "id_001/img_00.png"]
+    assert ds.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert ds.image_size == (8, 8) and len(ds) == 6 and ds.counts().tolist() == [2, 2, 2]
+    img, label = ds[3]
+    expected = np.asarray(Image.open(root / "id_001" / "img_01.png"))
+    assert label == 1 and img.dtype == np.uint8 and np.array_equal(img, expected)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_equal_per_item_reads(folder, workers):
+    ds = FaceDataset.open(folder(ids=4, per_id=5, size=8))
+    batches = list(ds.batches(batch_size=3, workers=workers))
+    assert [len(b.index) for b in batches] == [3, 3, 3, 3, 3, 3, 2]
+    images = np.concatenate([b.images for b in batches])
+    assert np.array_equal(images, np.stack([ds.read(i) for i in range(len(ds))]))
+    assert np.concatenate([b.labels for b in batches]).tolist() == ds.labels.tolist()
+
+
+def test_fingerprint_is_stable_and_sees_changes(folder):
+    root = folder(ids=2, per_id=2, size=8)
+    fp = FaceDataset.open(root).fingerprint()
+    assert FaceDataset.open(root).fingerprint() == fp
+    path = root / "id_000" / "img_00.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    os.utime(path, ns=(1, 1))
+    assert FaceDataset.open(root).fingerprint() != fp
+
+
+def test_manifest_is_aligned_with_items(folder):
+    root = folder(ids=2, per_id=2, size=8)
+    rows = [{"path": "id_001/img_01.png", "pose": 3.0}, {"path": "id_000/img_00.png", "pose": 1.0}]
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    ds = FaceDataset.open(root)
+    assert ds.manifest.index.tolist() == [it.path for it in ds.items]
+    assert ds.manifest["pose"].tolist()[0] == 1.0 and ds.manifest["pose"].tolist()[3] == 3.0
+    assert np.isnan(ds.manifest["pose"].tolist()[1])
+
+
+def test_aux_dirs_are_not_identities(folder):
+    root = folder(ids=2, per_id=1, size=8)
+    (root / "masks" / "id_000").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / "id_000" / "img_00.png")
+    (root / "dataset.json").write_text(json.dumps({"aux_dirs": ["masks"]}))
+    ds = FaceDataset.open(root)
+    assert ds.identities == ["id_000", "id_001"]
+    assert ds.aux_path("masks", 0) == root / "masks" / "id_000" / "img_00.png"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_missing_and_not_a_folder(tmp_path):
+    with pytest.raises(DatasetError, match="no such dataset folder"):
+        FaceDataset.open(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DatasetError, match="not a folder"):
+        FaceDataset.open(tmp_path / "file.txt")
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty dataset: no identity folders"):
+        FaceDataset.open(tmp_path / "empty")
+
+
+def test_identity_without_images_names_the_folder(folder):
+    root = folder(ids=2, per_id=1, size=8)
+    (root / "id_lonely").mkdir()
+    (root / "id_lonely" / "notes.txt").write_text("no images here")
+    with pytest.raises(DatasetError) as exc:
+        FaceDataset.open(root)
+    assert exc.value.path == root / "id_lonely" and exc.value.problem == "identity folder has no images"
+
+
+def test_garbage_image_is_named_or_skipped(folder):
+    root = folder(ids=2, per_id=2, size=8)
+    bad = root / "id_001" / "img_01.png"
+    bad.write_bytes(b"this is not a png")
+    with pytest.raises(DatasetError) as exc:
+        FaceDataset.open(root)
+    assert exc.value.path == bad and "not an image" in exc.value.problem
+    ds = FaceDataset.open(root, skip_bad=True)
+    assert len(ds) == 3 and ds.skipped == [("id_001/img_01.png", "not an image (unrecognised format)")]
+
+
+def test_truncated_image_fails_on_decode_or_is_skipped(folder):
+    root = folder(ids=2, per_id=2, size=32, suffix=".jpg")
+    bad = root / "id_000" / "img_01.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes(data[:-300])  # headers intact, scan data cut
+    ds = FaceDataset.open(root)  # headers are fine
+    with pytest.raises(DatasetError) as exc:
+        list(ds.batches(batch_size=2))
+    assert exc.value.path == bad and exc.value.problem == "truncated image"
+    ds = FaceDataset.open(root, skip_bad=True)
+    kept = np.concatenate([b.index for b in ds.batches(batch_size=2, workers=2)])
+    assert kept.tolist() == [0, 2, 3] and ds.skipped == [("id_000/img_01.jpg", "truncated image")]
+
+
+def test_mixed_sizes_name_both_files(folder):
+    root = folder(ids=2, per_id=1, size=8)
+    Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(root / "id_001" / "img_00.png")
+    with pytest.raises(DatasetError, match=r"image is 8x9 but id_000/img_00.png is 8x8"):
+        FaceDataset.open(root)
+
+
+def test_bad_manifest_and_info(folder):
+    root = folder(ids=1, per_id=1, size=8)
+    (root / "dataset.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="dataset.json: not valid JSON"):
+        FaceDataset.open(root)
+    (root / "dataset.json").unlink()
+    pd.DataFrame([{"path": "id_000/ghost.png"}]).to_csv(root / "manifest.csv", index=False)
+    with pytest.raises(DatasetError, match="1 rows name images that do not exist, e.g. id_000/ghost.png"):
+        FaceDataset.open(root)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _fill(writer: DatasetWriter, ids: range, per_id: int = 3) -> None:
+    for i in ids:
+        for j in range(per_id):
+            if not writer.has(f"p{i}", f"{j}.png"):
+                arr = np.full((8, 8, 3), i * 10 + j, np.uint8)
+                aux = {"masks": (f"{j}.png", arr[..., 0])} if writer.aux_dirs else None
+                writer.add(f"p{i}", f"{j}.png", arr, meta={"seed": 7, "j": j}, aux=aux)
+
+
+def test_writer_is_atomic_and_records_provenance(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out, info={"generator": "test", "seed": 7}, aux_dirs=("masks",))
+    _fill(w, range(2))
+    assert not out.exists() and (tmp_path / "out.partial" / "p1" / "2.png").exists()
+    ds = w.finalize()
+    assert not (tmp_path / "out.partial").exists()
+    assert ds.identities == ["p0", "p1"] and len(ds) == 6
+    assert ds.info["generator"] == "test" and ds.info["seed"] == 7 and ds.info["images"] == 6
+    assert ds.manifest["j"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert np.asarray(Image.open(ds.aux_path("masks", 4))).tolist() == np.full((8, 8), 11).tolist()
+
+
+def test_writer_refuses_non_empty_output(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(UsageError, match="exists and is not empty; pass --resume .* or --overwrite"):
+        DatasetWriter(out)
+    with pytest.raises(UsageError, match="not an fsbench dataset"):
+        DatasetWriter(out, resume=True)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_interrupted_write_resumes_to_the_same_dataset(tmp_path):
+    whole = DatasetWriter(tmp_path / "whole")
+    _fill(whole, range(3))
+    whole.finalize()
+
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    _fill(w, range(2))
+    w.close()  # the process dies here ...
+    journal = tmp_path / "out.partial" / "manifest.jsonl"
+    with open(journal, "a") as f:
+        f.write('{"path": "p2/0.png", "ident')  # ... halfway through a journal line
+    with pytest.raises(UsageError, match="holds an interrupted write"):
+        DatasetWriter(out)
+    resumed = DatasetWriter(out, resume=True)
+    assert len(resumed) == 6 and resumed.has("p1", "2.png") and not resumed.has("p2", "0.png")
+    _fill(resumed, range(3))
+    ds = resumed.finalize()
+    ref = FaceDataset.open(tmp_path / "whole")
+    assert [it.path for it in ds.items] == [it.path for it in ref.items]
+    assert all(np.array_equal(ds.read(i), ref.read(i)) for i in range(len(ds)))
+    assert ds.manifest.equals(ref.manifest)
+
+
+def test_resume_extends_and_overwrite_replaces(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    _fill(w, range(1))
+    w.finalize()
+    w = DatasetWriter(out, resume=True)
+    _fill(w, range(2))
+    assert len(w.finalize()) == 6
+    w = DatasetWriter(out, overwrite=True)
+    _fill(w, range(5, 6))
+    assert FaceDataset.open(out).identities == ["p0", "p1"]  # nothing replaced until finalize
+    assert w.finalize().identities == ["p5"]
+
+
+def test_writer_refuses_unsafe_names(tmp_path):
+    w = DatasetWriter(tmp_path / "out")
+    with pytest.raises(UsageError, match="invalid identity name '../evil'"):
+        w.add("../evil", "0.png", np.zeros((4, 4, 3), np.uint8))
