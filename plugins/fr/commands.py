@@ -151,6 +151,10 @@ def benchmark_classify_cmd(data_dirs, preset, overrides, train_per_id, out_dir, 
     """SegTex's protocol: a softmax classifier on the first 50 images per identity, accuracy on the rest.
 
     Identities with 50 images or fewer only train (no validation images); the output counts them.
+
+    \b
+    Example:
+      fsbench benchmark classify --data world --data syn --preset tiny --out classify-out
     """
     import pandas as pd
 
