@@ -18,7 +18,6 @@ models once); ``FSBENCH_DLIB_WORKERS=N`` overrides the count (1 = in-process).
 from __future__ import annotations
 
 import atexit
-import hashlib
 import importlib.util
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +29,7 @@ import numpy as np
 import fsbench
 from fsbench.api import Embedder
 from fsbench.errors import CheckpointError, UsageError
+from fsbench.hashing import weights_id
 
 CHIP = 150  # dlib's descriptor network input
 FILES = {
@@ -162,12 +162,7 @@ class DlibEmbedder(Embedder):
 
     def weights_id(self) -> str:
         if self._weights is None:
-            h = hashlib.sha256()
-            for key in sorted(self.files):
-                with open(self.files[key], "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-            self._weights = h.hexdigest()[:12]
+            self._weights = weights_id(*(self.files[key] for key in sorted(self.files)))
         return self._weights
 
     def cache_key(self) -> str:

@@ -15,7 +15,6 @@ leaves its download. Features are raw (`normalized = False`), as FID expects.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ import numpy as np
 import fsbench
 from fsbench.api import Embedder
 from fsbench.errors import CheckpointError, UsageError
+from fsbench.hashing import sha256_of
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_FILE
@@ -34,21 +34,7 @@ RESIZE_MODES = ("bilinear", "clean")
 SIZE = 299
 
 _models: dict[tuple[str, str, str], Any] = {}  # (path, sha256, device) -> loaded module
-_hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 hex
 _warned: set[str] = set()  # weights files already reported as unpublished
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so a run hashes it once."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _hashes[key] = h.hexdigest()
-    return _hashes[key]
 
 
 def _hub_cache_file() -> Path:

@@ -18,14 +18,15 @@ old MXNet exports). Output rows are L2-normalised.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
+
 import numpy as np
 
 import fsbench
 from fsbench.api import Embedder
 from fsbench.errors import CheckpointError, UsageError
+from fsbench.hashing import weights_id
 
 _HOWTO = "copy a recognition model such as w600k_r50.onnx (insightface's buffalo_l pack) to this machine"
 
@@ -63,15 +64,6 @@ def _load(path: Path, role: str):
     return model
 
 
-def _file_hash(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 class InsightFaceEmbedder(Embedder):
     name = "insightface"
     description = "local insightface ONNX recognition model (insightface:/path/model.onnx[,det=/path/det.onnx])"
@@ -100,7 +92,7 @@ class InsightFaceEmbedder(Embedder):
 
     def weights_id(self) -> str:
         if self._weights is None:
-            self._weights = _file_hash([p for p in (self.rec_path, self.det_path) if p is not None])
+            self._weights = weights_id(*(p for p in (self.rec_path, self.det_path) if p is not None))
         return self._weights
 
     def cache_key(self) -> str:

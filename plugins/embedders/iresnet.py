@@ -29,7 +29,6 @@ and only dropout + fc + features are repeated m times.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import zipfile
@@ -41,6 +40,7 @@ import numpy as np
 import fsbench
 from fsbench.api import Embedder
 from fsbench.errors import CheckpointError, UsageError
+from fsbench.hashing import weights_id
 
 _HOWTO = (
     "give an insightface arcface_torch backbone.pth (e.g. ms1mv3_arcface_r50_fp16/backbone.pth from "
@@ -151,14 +151,6 @@ def _run_config(weights: Path) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) and "network" in cfg and "input_size" in cfg else {}
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 class IResNetEmbedder(Embedder):
     name = "iresnet"
     description = "torch IResNet (arcface_torch backbone.pth or fsbench FR checkpoint; ARCH:random = untrained)"
@@ -221,7 +213,7 @@ class IResNetEmbedder(Embedder):
     def weights_id(self) -> str:
         if self._weights is None:
             assert self.path is not None
-            self._weights = _file_hash(self.path)
+            self._weights = weights_id(self.path)
         return self._weights
 
     def cache_key(self) -> str:
