@@ -28,7 +28,7 @@ from fsbench.registry import get_registry
 from fsbench.report.compare import Report, write_report
 
 FEATURES = "pixels"  # the distribution metrics' feature space (named in the report)
-IDENTITY_METRICS = "summary,cst,sep,uniqueness,consistency"
+IDENTITY_METRICS = "summary,cst,div,sep,uniqueness,consistency"
 AGAINST_REAL = "iou,leakage,fd,kid,prdc"
 BENCHMARKS = ("lfw_like", "cfp_fp_like", "agedb_like")
 # A generator with little intra-class variation: near-frontal, evenly lit, sharp.

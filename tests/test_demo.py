@@ -18,7 +18,7 @@ def test_demo_end_to_end_and_rerun_reuses(tmp_path: Path) -> None:
     # the identity metrics are measured with the FR model the demo trained, not a stand-in
     assert "iresnet" in report.spaces["cst"]
     assert report.spaces["fd"].startswith("pixels")
-    for column in ("cst.mean", "sep.mean"):
+    for column in ("cst.mean", "div.mean", "sep.mean"):
         assert np.isfinite(frame[column]).all(), column
     # verification only for the real set (it carries the benchmarks), against-real only for synthetic
     assert np.isfinite(frame.loc["real", "verification.mean"])
