@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,41 @@ def test_region_strip_and_mask_files(world: Path) -> None:
     r = np.asarray(Image.open(ds.aux_path("regions", 0, ".jpg")))
     assert r.shape == (64, 64 * 5, 3)
     assert r[:, :64].any()  # the skin crop always exists
+
+
+def _reference_strip(image: np.ndarray, labels: np.ndarray, size: int) -> np.ndarray:
+    """The region strip as README.md specifies it, one region at a time."""
+    classes = ((1,), (13,), (4,), (5,), (10, 11, 12))  # skin, hair, l_eye, r_eye, mouth + lips
+    strip = np.zeros((size, size * len(classes), 3), np.uint8)
+    steps = (np.arange(size) + 0.5) / size
+    h, w = labels.shape
+    for k, cls in enumerate(classes):
+        m = np.isin(labels, cls)
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        if rows.size == 0:
+            continue
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        side = min(max(r1 - r0, c1 - c0) + 2, h, w)
+        r0 = max(min((r0 + r1 - side) // 2, h - side), 0)
+        c0 = max(min((c0 + c1 - side) // 2, w - side), 0)
+        ri = (r0 + steps * side).astype(int)[:, None]
+        ci = (c0 + steps * side).astype(int)[None, :]
+        strip[:, k * size:(k + 1) * size] = image[ri, ci] * m[ri, ci][..., None]
+    return strip
+
+
+def test_mask_file_and_region_strip_match_the_render() -> None:
+    from generators.procedural.items import region_strip
+
+    for key in ((5, 2, 1), (0, 7, 3), (1, 3, 0)):
+        image, labels, _ = render_arrays(Job(*key))
+        aux = render_job(Job(*key))[3]
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(aux["masks"][1]))), labels)
+        for size in (64, 17):
+            np.testing.assert_array_equal(region_strip(image, labels, size), _reference_strip(image, labels, size))
+    # a map without any region: an all-black strip
+    blank = np.zeros((40, 40), np.uint8)
+    assert not region_strip(np.full((40, 40, 3), 200, np.uint8), blank, 8).any()
 
 
 # ----------------------------------------------------------------------- manifest

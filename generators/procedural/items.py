@@ -7,6 +7,8 @@ of a dataset can be regenerated or sharded, and two runs are byte-identical.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,12 +21,16 @@ from generators.procedural.params import (
     draw_nuisance,
 )
 from generators.procedural.render import CLASSES, EYE_G, HAIR, L_EYE, L_LIP, MOUTH, R_EYE, SKIN, U_LIP, render
+from generators.procedural.render import warm_caches as render_warm_caches
 
 # The five region crops SegTex consumes, side by side in one JPEG strip, in this order:
 # regions/<identity>/<stem>.jpg is (REGION_SIZE, 5 * REGION_SIZE, 3), crop k at columns
 # [k * REGION_SIZE, (k + 1) * REGION_SIZE); pixels outside the region are black.
 REGIONS = ("skin", "hair", "l_eye", "r_eye", "mouth")
 _REGION_CLASSES = ((SKIN,), (HAIR,), (L_EYE,), (R_EYE,), (MOUTH, U_LIP, L_LIP))
+_REGION_OF = np.zeros(256, np.intp)  # class index -> region number + 1 (0: in no region)
+for _k, _classes in enumerate(_REGION_CLASSES):
+    _REGION_OF[list(_classes)] = _k + 1
 REGION_SIZE = 64
 
 
@@ -53,20 +59,39 @@ class Job:
     strengths: Strengths = DEFAULT_STRENGTHS
 
 
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+
+def _png(arr: np.ndarray) -> bytes:
+    """A greyscale 8-bit PNG of a (h, w) uint8 array (no filter, zlib level 1).
+
+    Written by hand: Pillow's PNG plugin spends ten times longer in Python than zlib takes
+    to compress a 112x112 mask. Any PNG reader decodes it (Pillow included)."""
+    h, w = arr.shape
+    rows = np.zeros((h, w + 1), np.uint8)  # each scanline starts with its filter type, 0 = none
+    rows[:, 1:] = arr
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit greyscale, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + _png_chunk(b"IEND", b""))
 
 
 def _jpeg(arr: np.ndarray, quality: int) -> bytes:
     from PIL import Image
 
+    h, w, _ = arr.shape
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
+    Image.frombuffer("RGB", (w, h), np.ascontiguousarray(arr), "raw", "RGB", 0, 1).save(
+        buf, format="JPEG", quality=int(quality))
     return buf.getvalue()
+
+
+def warm_caches(size: int = 112) -> None:
+    """Everything a render lazily builds or imports, done now: call it before forking workers."""
+    from PIL import Image
+
+    render_warm_caches(size)
+    Image.preinit()  # the JPEG plugin
 
 
 def region_strip(image: np.ndarray, labels: np.ndarray, size: int = REGION_SIZE) -> np.ndarray:
@@ -74,25 +99,32 @@ def region_strip(image: np.ndarray, labels: np.ndarray, size: int = REGION_SIZE)
     pixels outside the region zeroed.
 
     A region absent from the image (an eye hidden in profile, a bald head) is all zeros.
+    All five crops come from one gather, and the bounding boxes from two bincounts: a few
+    dozen numpy calls in all, whatever the number of regions.
     """
-    strip = np.zeros((size, size * len(REGIONS), 3), np.uint8)
-    steps = (np.arange(size) + 0.5) / size
     h, w = labels.shape
-    for k, classes in enumerate(_REGION_CLASSES):
-        m = (labels == classes[0]) if len(classes) == 1 else (labels >= min(classes)) & (labels <= max(classes))
-        rows = np.flatnonzero(m.any(1))
-        if rows.size == 0:
-            continue
-        cols = np.flatnonzero(m.any(0))
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        side = min(max(r1 - r0, c1 - c0) + 2, h, w)
-        r0 = max(min((r0 + r1 - side) // 2, h - side), 0)
-        c0 = max(min((c0 + c1 - side) // 2, w - side), 0)
-        # nearest-neighbour resampling by index: a tenth of the cost of PIL's resize here
-        ri = (r0 + steps * side).astype(np.intp)[:, None]
-        ci = (c0 + steps * side).astype(np.intp)[None, :]
-        strip[:, k * size:(k + 1) * size] = image[ri, ci] * m[ri, ci][..., None]
-    return strip
+    n = len(REGIONS)
+    reg = _REGION_OF.take(labels)  # region number + 1 of every pixel, 0 for none
+    in_row = np.bincount((reg + np.arange(0, h * (n + 1), n + 1)[:, None]).ravel(), minlength=h * (n + 1))
+    in_col = np.bincount((reg + np.arange(0, w * (n + 1), n + 1)[None, :]).ravel(), minlength=w * (n + 1))
+    rows = in_row.reshape(h, n + 1)[:, 1:] > 0  # (h, n): row holds region k
+    cols = in_col.reshape(w, n + 1)[:, 1:] > 0
+    r0, r1 = rows.argmax(0), h - rows[::-1].argmax(0)
+    c0, c1 = cols.argmax(0), w - cols[::-1].argmax(0)
+    side = np.minimum(np.maximum(r1 - r0, c1 - c0) + 2, min(h, w))
+    r0 = np.maximum(np.minimum((r0 + r1 - side) // 2, h - side), 0)
+    c0 = np.maximum(np.minimum((c0 + c1 - side) // 2, w - side), 0)
+    steps = (np.arange(size) + 0.5) / size
+    ri = (r0[:, None] + steps * side[:, None]).astype(np.intp)  # (n, size) source rows of each crop
+    ci = (c0[:, None] + steps * side[:, None]).astype(np.intp)
+    # flat source pixel of strip pixel (row i, crop k, column j), laid out (size, n * size)
+    idx = (ri.T[:, :, None] * w + ci[None, :, :]).reshape(size, n * size)
+    # outside its region (an absent region: everywhere) a strip pixel reads a black pixel
+    inside = reg.ravel().take(idx) == np.repeat(np.arange(1, n + 1), size)
+    np.copyto(idx, h * w, where=~inside)
+    src = np.zeros((h * w + 1, 3), np.uint8)
+    src[:-1] = image.reshape(-1, 3)
+    return src.view("V3").ravel().take(idx).view(np.uint8).reshape(size, n * size, 3)
 
 
 _IDENTITY_CACHE: dict[tuple[int, int], Identity] = {}

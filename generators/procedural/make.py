@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from fsbench.errors import UsageError
-from generators.procedural.items import REGION_SIZE, REGIONS, Job, identity_name, image_name, render_chunk
+from generators.procedural.items import REGION_SIZE, REGIONS, Job, identity_name, image_name, render_chunk, warm_caches
 from generators.procedural.params import DEFAULT_STRENGTHS, HAIR_STYLES, HELD_OUT_BASE, Strengths
 from generators.procedural.render import CLASSES
 
-CHUNK = 24  # items per task sent to a worker: large enough to hide the pickling
+CHUNK = 8  # items per task sent to a worker: hides the pickling, keeps the last task short
 
 
 def check_options(n_ids: int, per_id: int, size: int, seed: int, region_size: int = REGION_SIZE) -> None:
@@ -51,20 +51,32 @@ def run_jobs(jobs: list[Job], workers: int | None) -> Iterator[tuple]:
         for c in chunks:
             yield from render_chunk(c)
         return
+    # the noise bank and Pillow's plugins: built once here, inherited by forked workers
+    warm_caches(jobs[0].size)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
         for result in pool.imap(render_chunk, chunks):
             yield from result
 
 
-def _progress(items: Iterable, total: int, description: str) -> Iterator:
+def _progress(items: Iterable, total: int, description: str, every: float = 0.1) -> Iterator:
+    """Yield `items`, advancing a progress bar at most every `every` seconds: at a thousand
+    items a second, a bar update per item costs as much as writing the item."""
+    import time
+
     from fsbench import ui
 
     with ui.progress() as bar:
         task = bar.add_task(description, total=total, rate="")
+        pending, last = 0, time.monotonic()
         for item in items:
             yield item
-            bar.update(task, advance=1)
+            pending += 1
+            now = time.monotonic()
+            if now - last >= every:
+                bar.update(task, advance=pending)
+                pending, last = 0, now
+        bar.update(task, advance=pending)
 
 
 def make_dataset(

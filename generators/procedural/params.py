@@ -13,7 +13,7 @@ in one place (the face-recognition issue calibrates it against its verification 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -202,9 +202,12 @@ class Nuisance:
     noise_v: float
 
     def manifest(self) -> dict[str, float | int | str]:
-        row = asdict(self)
+        row = {name: getattr(self, name) for name in _NUISANCE_FIELDS}  # asdict's deep copy: 10x slower
         row["background"] = BACKGROUNDS[self.background]
         return row
+
+
+_NUISANCE_FIELDS = tuple(f.name for f in fields(Nuisance))
 
 
 def _rng(*key: int) -> np.random.Generator:
