@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsbench import ui
 from fsbench.errors import UsageError
 from generators.procedural.items import Job, identity_name, image_name
 from generators.procedural.params import DEFAULT_STRENGTHS, HELD_OUT_BASE, PROTOCOLS, Strengths
@@ -94,7 +95,7 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     import pandas as pd
 
     from fsbench.data.binpack import write_bin
-    from generators.procedural.make import _progress, run_jobs
+    from generators.procedural.make import run_jobs
 
     final = root / protocol
     tmp = root / f".{protocol}.partial"
@@ -107,7 +108,7 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     encoded: dict[tuple[int, int], bytes] = {}
     rows = []
     made: set[str] = set()
-    rendered = _progress(run_jobs(jobs, workers), len(jobs), f"benchmark {protocol}")
+    rendered = ui.track(run_jobs(jobs, workers), f"benchmark {protocol}", total=len(jobs))
     for (i, j), (ident, name, jpeg, _aux, row) in zip(keys, rendered):
         if ident not in made:
             (tmp / "images" / ident).mkdir()

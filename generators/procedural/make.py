@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from fsbench import ui
 from fsbench.errors import UsageError
 from generators.procedural.items import REGION_SIZE, REGIONS, Job, identity_name, image_name, render_chunk, warm_caches
 from generators.procedural.params import DEFAULT_STRENGTHS, HAIR_STYLES, HELD_OUT_BASE, Strengths
@@ -57,26 +58,6 @@ def run_jobs(jobs: list[Job], workers: int | None) -> Iterator[tuple]:
     with ctx.Pool(workers) as pool:
         for result in pool.imap(render_chunk, chunks):
             yield from result
-
-
-def _progress(items: Iterable, total: int, description: str, every: float = 0.1) -> Iterator:
-    """Yield `items`, advancing a progress bar at most every `every` seconds: at a thousand
-    items a second, a bar update per item costs as much as writing the item."""
-    import time
-
-    from fsbench import ui
-
-    with ui.progress() as bar:
-        task = bar.add_task(description, total=total, rate="")
-        pending, last = 0, time.monotonic()
-        for item in items:
-            yield item
-            pending += 1
-            now = time.monotonic()
-            if now - last >= every:
-                bar.update(task, advance=pending)
-                pending, last = 0, now
-        bar.update(task, advance=pending)
 
 
 def make_dataset(
@@ -130,7 +111,7 @@ def make_dataset(
             for j in range(per_id)
             if not writer.has(identity_name(i), image_name(j))
         ]
-        for ident, name, jpeg, aux, row in _progress(run_jobs(jobs, workers), len(jobs), "rendering faces"):
+        for ident, name, jpeg, aux, row in ui.track(run_jobs(jobs, workers), "rendering faces", total=len(jobs)):
             writer.add(ident, name, jpeg, meta=row, aux=aux)
         dataset = writer.finalize()
     except BaseException:
