@@ -6,13 +6,13 @@ of a dataset can be regenerated or sharded, and two runs are byte-identical.
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from fsbench.data.images import encode_image
 from generators.procedural.params import (
     DEFAULT_STRENGTHS,
     Identity,
@@ -74,16 +74,6 @@ def _png(arr: np.ndarray) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit greyscale, no interlace
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
             + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + _png_chunk(b"IEND", b""))
-
-
-def _jpeg(arr: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    h, w, _ = arr.shape
-    buf = io.BytesIO()
-    Image.frombuffer("RGB", (w, h), np.ascontiguousarray(arr), "raw", "RGB", 0, 1).save(
-        buf, format="JPEG", quality=int(quality))
-    return buf.getvalue()
 
 
 def warm_caches(size: int = 112) -> None:
@@ -160,13 +150,13 @@ def render_job(job: Job) -> tuple[str, str, bytes, dict[str, tuple[str, bytes]],
     """(identity, file name, JPEG bytes, aux files, manifest row): what the writer stores."""
     image, labels, row = render_arrays(job)
     name = image_name(job.image)
-    jpeg = _jpeg(image, row["jpeg_quality"])
+    jpeg = encode_image(image, ".jpg", row["jpeg_quality"])
     aux: dict[str, tuple[str, bytes]] = {}
     if job.masks:
         stem = name.rsplit(".", 1)[0]
         aux["masks"] = (stem + ".png", _png(labels))
         # textures, so JPEG (quality 95): 8x cheaper to encode than PNG at this size
-        aux["regions"] = (stem + ".jpg", _jpeg(region_strip(image, labels, job.region_size), 95))
+        aux["regions"] = (stem + ".jpg", encode_image(region_strip(image, labels, job.region_size), ".jpg", 95))
     return identity_name(job.identity), name, jpeg, aux, row
 
 
