@@ -94,6 +94,15 @@ def _clip01(a: np.ndarray) -> np.ndarray:
     return _uclip(a, 0.0, 1.0, out=a)
 
 
+def _cap_sides(dist: np.ndarray, tx: np.ndarray, half_w: float, reach: float) -> None:
+    """End a band at |tx| = reach (tx in half-widths): the signed distance, in place, is at
+    least the distance to the band's side ends."""
+    side = np.abs(tx)
+    side -= reach
+    side *= half_w
+    np.maximum(dist, side, out=dist)
+
+
 def _soft(d: np.ndarray, px: float) -> np.ndarray:
     """Coverage from a signed distance (negative inside), one pixel of anti-aliasing.
 
@@ -707,10 +716,7 @@ def _eyes_brows(cv: _Canvas, ident: Identity, nz: Nuisance, x, y, front, hair) -
     lower += 0.05
     dist = np.maximum(upper - ty, ty - lower)
     dist *= eh
-    side_d = np.abs(tx)
-    side_d -= 1.0
-    side_d *= ew
-    np.maximum(dist, side_d, out=dist)
+    _cap_sides(dist, tx, ew, 1.0)
     eye = _soft(dist, px)
     eye *= on_skin
     if openness > 0.05:
@@ -736,10 +742,7 @@ def _eyes_brows(cv: _Canvas, ident: Identity, nz: Nuisance, x, y, front, hair) -
     np.abs(d, out=d)
     d *= eh
     d -= 0.012
-    side_d = np.abs(tx)
-    side_d -= 1.08
-    side_d *= ew
-    np.maximum(d, side_d, out=d)
+    _cap_sides(d, tx, ew, 1.08)
     lash = _soft(d, px)
     lash *= on_skin
     lash *= 0.85
