@@ -80,6 +80,23 @@ def test_nuisance_is_independent_of_identity_parameters() -> None:
     assert n1 != n2 and draw_nuisance(0, 1, 3) == n1
 
 
+def test_nuisance_fields_do_not_shift_each_others_draws() -> None:
+    # each field has its own draws whichever branch another takes: switching smiles, glasses,
+    # blur or profiles fully on or off changes those fields and nothing else
+    from generators.procedural.params import DEFAULT_STRENGTHS
+
+    def with_p(p: float):
+        s = dataclasses.replace(DEFAULT_STRENGTHS, smile_p=p, glasses_p=p, blur_p=p, profile_p=p)
+        return dataclasses.asdict(draw_nuisance(0, 1, 3, strengths=s))
+
+    off, on = with_p(0.0), with_p(1.0)
+    assert off["smile"] == off["blur"] == off["glasses"] == 0 and abs(off["yaw"]) < 45
+    assert on["smile"] >= 0.3 and on["blur"] >= 0.3 and on["glasses"] in (1, 2) and abs(on["yaw"]) >= 45
+    assert {k for k in off if off[k] != on[k]} == {"smile", "blur", "glasses", "yaw"}
+    forced = dataclasses.asdict(draw_nuisance(0, 1, 3, profile=True))
+    assert forced["yaw"] == on["yaw"] and {k for k in off if off[k] != forced[k]} == {"yaw"}
+
+
 # ----------------------------------------------------------------------- masks
 
 

@@ -13,6 +13,10 @@ in one place (the face-recognition issue calibrates it against its verification 
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import itertools
+import math
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -210,41 +214,109 @@ class Nuisance:
 _NUISANCE_FIELDS = tuple(f.name for f in fields(Nuisance))
 
 
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
+class _Draws:
+    """Uniform draws in [0, 1) from an integer key, handed out in order.
+
+    The stream is SHAKE-128 of the key, read as 53-bit fractions: counter-based like a numpy
+    Generator seeded with the key (the same key gives the same draws in any process), but a
+    few microseconds to start where seeding a Generator takes ~20 us, and the ~60 draws of a
+    nuisance come from one block instead of one generator call each. Call sites draw a fixed
+    number of values whichever branch they take (`maybe`, `choice`), so the draws of one
+    field never depend on the value of another. Asking for more than `n` draws raises
+    StopIteration.
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(self, key: tuple[int, ...], n: int) -> None:
+        words = np.frombuffer(hashlib.shake_128(",".join(map(str, key)).encode()).digest(8 * n), "<u8")
+        self._next = iter(((words >> _SHIFT).astype(np.float64) * _EPS53).tolist()).__next__
+
+    def u(self, lo: float = 0.0, hi: float = 1.0) -> float:
+        """Uniform in [lo, hi)."""
+        return lo + (hi - lo) * self._next()
+
+    def normal(self, sd: float = 1.0) -> float:
+        """N(0, sd) by Box-Muller (two uniforms)."""
+        a, b = self._next(), self._next()
+        return sd * math.sqrt(-2.0 * math.log(1.0 - a)) * math.cos(_TAU * b)
+
+    def tnormal(self, sd: float, lim: float) -> float:
+        """N(0, sd) clipped to [-lim, lim]."""
+        return min(max(self.normal(sd), -lim), lim)
+
+    def clipped(self, mean: float, sd: float) -> float:
+        """N(mean, sd) clipped to [0, 1]."""
+        return min(max(mean + self.normal(sd), 0.0), 1.0)
+
+    def maybe(self, p: float, lo: float, hi: float) -> float:
+        """With probability p uniform in [lo, hi), else 0.0 (two draws either way)."""
+        on = self._next() < p
+        value = self.u(lo, hi)
+        return value if on else 0.0
+
+    def sign(self) -> int:
+        return 1 if self._next() < 0.5 else -1
+
+    def integer(self, lo: int, hi: int) -> int:
+        """Uniform integer in [lo, hi)."""
+        return lo + int(self._next() * (hi - lo))
+
+    def choice(self, cum_p: tuple[float, ...]) -> int:
+        """Index k with probability p[k], given the cumulative probabilities."""
+        return min(bisect.bisect_right(cum_p, self._next()), len(cum_p) - 1)
 
 
-def _mix(palette: np.ndarray, t: float) -> np.ndarray:
+_EPS53 = 2.0 ** -53
+_SHIFT = np.uint64(11)  # 64 random bits -> the 53 a double holds
+_TAU = 2.0 * math.pi
+
+
+def _cumulative(p: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(itertools.accumulate(p))
+
+
+def _mix(palette: tuple[tuple[float, float, float], ...], t: float) -> list[float]:
     """Piecewise-linear colour along a palette, t in [0, 1]."""
     pos = t * (len(palette) - 1)
     i = min(int(pos), len(palette) - 2)
     f = pos - i
-    return palette[i] * (1 - f) + palette[i + 1] * f
+    return [a * (1 - f) + b * f for a, b in zip(palette[i], palette[i + 1])]
 
 
-_SKIN = np.array([[0.97, 0.84, 0.74], [0.90, 0.71, 0.58], [0.78, 0.56, 0.42],
-                  [0.60, 0.40, 0.28], [0.42, 0.27, 0.18], [0.28, 0.18, 0.12]])
-_HAIR = np.array([[0.05, 0.045, 0.04], [0.16, 0.10, 0.06], [0.32, 0.20, 0.11], [0.50, 0.30, 0.15],
-                  [0.62, 0.28, 0.12], [0.72, 0.55, 0.32], [0.88, 0.76, 0.52]])
-_IRIS = np.array([[0.20, 0.12, 0.06], [0.38, 0.24, 0.10], [0.42, 0.40, 0.18],
-                  [0.25, 0.42, 0.30], [0.30, 0.45, 0.62], [0.50, 0.58, 0.66]])
+_SKIN = ((0.97, 0.84, 0.74), (0.90, 0.71, 0.58), (0.78, 0.56, 0.42),
+         (0.60, 0.40, 0.28), (0.42, 0.27, 0.18), (0.28, 0.18, 0.12))
+_HAIR = ((0.05, 0.045, 0.04), (0.16, 0.10, 0.06), (0.32, 0.20, 0.11), (0.50, 0.30, 0.15),
+         (0.62, 0.28, 0.12), (0.72, 0.55, 0.32), (0.88, 0.76, 0.52))
+_IRIS = ((0.20, 0.12, 0.06), (0.38, 0.24, 0.10), (0.42, 0.40, 0.18),
+         (0.25, 0.42, 0.30), (0.30, 0.45, 0.62), (0.50, 0.58, 0.66))
+_STYLE_P = _cumulative((0.06, 0.10, 0.30, 0.16, 0.20, 0.08, 0.10))  # BALD .. CURLY
+_BEARD_P = _cumulative((0.62, 0.12, 0.08, 0.08, 0.10))  # BEARDS
+_MOLES_P = _cumulative((0.45, 0.3, 0.15, 0.1))  # 0 .. 3 moles
+_MAX_MOLES = len(_MOLES_P) - 1
 
 
 def draw_identity(seed: int, index: int) -> Identity:
     """The identity with this index in this world; a pure function of (seed, index)."""
-    r = _rng(seed, index, 7919)
-    u = r.uniform
-    skin = _mix(_SKIN, u() ** 1.2) + r.normal(0, 0.025, 3)
-    hair_t = u()
-    hair = _mix(_HAIR, hair_t ** 1.6) * u(0.85, 1.15)
-    if u() < 0.08:  # grey-haired
-        hair = np.full(3, u(0.45, 0.8))
-    iris = _mix(_IRIS, u()) * u(0.8, 1.15)
-    lip = skin * np.array([0.92, 0.62, 0.62]) + np.array([0.08, 0.0, 0.02]) * u(0, 1.5)
-    style = int(r.choice(7, p=[0.06, 0.10, 0.30, 0.16, 0.20, 0.08, 0.10]))
-    beard = int(r.choice(5, p=[0.62, 0.12, 0.08, 0.08, 0.10])) if style != TIED else 0
-    n_moles = int(r.choice(4, p=[0.45, 0.3, 0.15, 0.1]))
+    d = _Draws((seed, index, 7919), 80)
+    u = d.u
+    skin_t = u()
+    skin = [c + d.normal(0.025) for c in _mix(_SKIN, skin_t ** 1.2)]
+    hair_t, hair_gain = u(), u(0.85, 1.15)
+    grey, grey_level = u() < 0.08, u(0.45, 0.8)  # 8% grey-haired
+    hair = [grey_level] * 3 if grey else [c * hair_gain for c in _mix(_HAIR, hair_t ** 1.6)]
+    iris_t, iris_gain = u(), u(0.8, 1.15)
+    iris = [c * iris_gain for c in _mix(_IRIS, iris_t)]
+    lip_red = u(0, 1.5)
+    lip = [skin[0] * 0.92 + 0.08 * lip_red, skin[1] * 0.62, skin[2] * 0.62 + 0.02 * lip_red]
+    style = d.choice(_STYLE_P)
+    beard = d.choice(_BEARD_P)
+    if style == TIED:
+        beard = 0
+    n_moles = d.choice(_MOLES_P)
+    moles = [(u(-0.5, 0.5), u(-0.3, 0.7), u(0.012, 0.025)) for _ in range(_MAX_MOLES)][:n_moles]
     head_w = u(0.68, 0.80)
+    volume_t = u()
     return Identity(
         index=index,
         head_w=head_w,
@@ -271,34 +343,30 @@ def draw_identity(seed: int, index: int) -> Identity:
         lip_lo=u(0.03, 0.07),
         ear_y=u(0.02, 0.16),
         ear_size=u(0.17, 0.24),
-        skin_r=float(skin[0]), skin_g=float(skin[1]), skin_b=float(skin[2]),
+        skin_r=skin[0], skin_g=skin[1], skin_b=skin[2],
         blush=u(0.0, 0.12),
         skin_noise=u(0.02, 0.08),
         noise_u=u(), noise_v=u(),
-        lip_r=float(lip[0]), lip_g=float(lip[1]), lip_b=float(lip[2]),
-        iris_r=float(iris[0]), iris_g=float(iris[1]), iris_b=float(iris[2]),
-        hair_r=float(hair[0]), hair_g=float(hair[1]), hair_b=float(hair[2]),
+        lip_r=lip[0], lip_g=lip[1], lip_b=lip[2],
+        iris_r=iris[0], iris_g=iris[1], iris_b=iris[2],
+        hair_r=hair[0], hair_g=hair[1], hair_b=hair[2],
         brow_dark=u(0.5, 0.95),
         hair_style=style,
-        hair_volume=u(0.04, 0.10) if style != CURLY else u(0.14, 0.24),
+        hair_volume=0.04 + 0.06 * volume_t if style != CURLY else 0.14 + 0.10 * volume_t,
         hairline=u(-0.70, -0.52),
         hair_recede=u(0.0, 0.35),
         widow_peak=u(0.0, 0.08),
-        fringe=u(0.0, 0.3) if u() < 0.35 else 0.0,
+        fringe=d.maybe(0.35, 0.0, 0.3),
         part=u(-0.5, 0.5),
         beard=beard,
         beard_density=u(0.4, 1.0),
         mole_n=n_moles,
-        mole_x=tuple(float(v) for v in u(-0.5, 0.5, n_moles)),
-        mole_y=tuple(float(v) for v in u(-0.3, 0.7, n_moles)),
-        mole_r=tuple(float(v) for v in u(0.012, 0.025, n_moles)),
-        earrings=bool(u() < 0.2),
+        mole_x=tuple(m[0] for m in moles),
+        mole_y=tuple(m[1] for m in moles),
+        mole_r=tuple(m[2] for m in moles),
+        earrings=u() < 0.2,
         base_age=u(18, 65),
     )
-
-
-def _tnormal(r: np.random.Generator, sd: float, lim: float) -> float:
-    return float(np.clip(r.normal(0.0, sd), -lim, lim))
 
 
 def draw_nuisance(
@@ -319,56 +387,49 @@ def draw_nuisance(
     moves the age (AgeDB-like pairs).
     """
     s = strengths
-    r = _rng(seed, identity, image, PROTOCOLS[protocol], 104729)
-    u = r.uniform
+    d = _Draws((seed, identity, image, PROTOCOLS[protocol], 104729), 64)
+    u, maybe = d.u, d.maybe
     k = 0.5 if frontal else 1.0
-    if profile:
-        yaw = float(u(s.profile_min, s.yaw_max)) * (1 if u() < 0.5 else -1)
-    elif not frontal and u() < s.profile_p:
-        yaw = float(u(s.profile_min, s.yaw_max)) * (1 if u() < 0.5 else -1)
-    else:
-        yaw = _tnormal(r, s.yaw_sd * k, s.yaw_max * k)
-    pitch = _tnormal(r, s.pitch_sd * k, s.pitch_max)
-    roll = _tnormal(r, s.roll_sd * k, s.roll_max)
-    smile = float(u(0.3, 1.0)) if u() < s.smile_p else 0.0
-    mouth_open = float(u(0.2, 1.0)) if u() < s.open_mouth_p else 0.0
-    blink = float(u(0.6, 1.0)) if u() < s.blink_p * k else 0.0
-    bg_kind = int(r.integers(0, 3))
-    bg = u(0.05, 0.95, 3)
-    bg2 = np.clip(bg + r.normal(0, 0.25, 3), 0, 1)
-    cloth = u(0.05, 0.9, 3)
-    glasses = 0
-    if u() < s.glasses_p * k:
-        glasses = 2 if u() < s.sunglasses_p else 1
-    hat = int(u() < s.hat_p * k)
-    hat_col = u(0.05, 0.9, 3)
-    blur = float(u(0.3, s.blur_max)) if u() < s.blur_p * k else 0.0
+    # yaw: near-profile (when forced, or with probability profile_p), else a clipped normal
+    pick, profile_yaw, normal_yaw = u(), u(s.profile_min, s.yaw_max) * d.sign(), d.tnormal(s.yaw_sd * k, s.yaw_max * k)
+    yaw = profile_yaw if profile or (not frontal and pick < s.profile_p) else normal_yaw
+    wears_glasses, dark_glasses = u() < s.glasses_p * k, u() < s.sunglasses_p
+    bg_r, bg_g, bg_b = u(0.05, 0.95), u(0.05, 0.95), u(0.05, 0.95)
     lo, hi = s.jpeg_quality
     return Nuisance(
-        yaw=yaw, pitch=pitch, roll=roll,
-        smile=smile, mouth_open=mouth_open, blink=blink,
-        gaze=float(u(-0.3, 0.3)), brow_raise=float(u(-0.3, 1.0)) * float(u() < 0.3),
-        light_azimuth=float(u(-1, 1) * s.light_azimuth_max * k),
-        light_elevation=float(u(-0.3, 1) * s.light_elevation_max),
-        light_ambient=float(u(*s.light_ambient)) if not frontal else float(u(0.5, s.light_ambient[1])),
-        light_tint=float(u(-1, 1) * s.light_colour),
-        exposure=float(u(*s.exposure)),
-        background=bg_kind,
-        bg_r=float(bg[0]), bg_g=float(bg[1]), bg_b=float(bg[2]),
-        bg2_r=float(bg2[0]), bg2_g=float(bg2[1]), bg2_b=float(bg2[2]),
-        cloth_r=float(cloth[0]), cloth_g=float(cloth[1]), cloth_b=float(cloth[2]),
-        glasses=glasses, glasses_round=float(u()), glasses_dark=float(u(0.3, 0.9)),
-        hat=hat, hat_r=float(hat_col[0]), hat_g=float(hat_col[1]), hat_b=float(hat_col[2]),
-        hat_line=float(u(-0.62, -0.38)),
-        blur=blur,
-        noise=float(u(0, s.noise_max * k)),
-        jpeg_quality=int(r.integers(lo, hi + 1)) if not frontal else int(r.integers((lo + hi) // 2, hi + 1)),
-        shift_x=float(u(-1, 1) * s.shift_max * k),
-        shift_y=float(u(-1, 1) * s.shift_max * k),
-        scale=float(u(*s.scale_range)),
-        age_delta=float(r.normal(0, s.age_sd * k) + age_offset),
-        hair_shift=float(r.normal(0, s.hair_shift_sd)),
-        noise_u=float(u()), noise_v=float(u()),
+        yaw=yaw,
+        pitch=d.tnormal(s.pitch_sd * k, s.pitch_max),
+        roll=d.tnormal(s.roll_sd * k, s.roll_max),
+        smile=maybe(s.smile_p, 0.3, 1.0),
+        mouth_open=maybe(s.open_mouth_p, 0.2, 1.0),
+        blink=maybe(s.blink_p * k, 0.6, 1.0),
+        gaze=u(-0.3, 0.3),
+        brow_raise=maybe(0.3, -0.3, 1.0),
+        light_azimuth=u(-1, 1) * s.light_azimuth_max * k,
+        light_elevation=u(-0.3, 1) * s.light_elevation_max,
+        light_ambient=u(*s.light_ambient) if not frontal else u(0.5, s.light_ambient[1]),
+        light_tint=u(-1, 1) * s.light_colour,
+        exposure=u(*s.exposure),
+        background=d.integer(0, 3),
+        bg_r=bg_r, bg_g=bg_g, bg_b=bg_b,
+        bg2_r=d.clipped(bg_r, 0.25), bg2_g=d.clipped(bg_g, 0.25), bg2_b=d.clipped(bg_b, 0.25),
+        cloth_r=u(0.05, 0.9), cloth_g=u(0.05, 0.9), cloth_b=u(0.05, 0.9),
+        glasses=(2 if dark_glasses else 1) if wears_glasses else 0,
+        glasses_round=u(),
+        glasses_dark=u(0.3, 0.9),
+        hat=int(u() < s.hat_p * k),
+        hat_r=u(0.05, 0.9), hat_g=u(0.05, 0.9), hat_b=u(0.05, 0.9),
+        hat_line=u(-0.62, -0.38),
+        blur=maybe(s.blur_p * k, 0.3, s.blur_max),
+        noise=u(0, s.noise_max * k),
+        jpeg_quality=d.integer(lo, hi + 1) if not frontal else d.integer((lo + hi) // 2, hi + 1),
+        shift_x=u(-1, 1) * s.shift_max * k,
+        shift_y=u(-1, 1) * s.shift_max * k,
+        scale=u(*s.scale_range),
+        age_delta=d.normal(s.age_sd * k) + age_offset,
+        hair_shift=d.normal(s.hair_shift_sd),
+        noise_u=u(),
+        noise_v=u(),
     )
 
 
