@@ -603,7 +603,7 @@ def _eyes_brows_px(maps, w, e, iris, brow_col, px):
             lower = w2 * (0.75 * max(openness, 0.15) - 0.05 * (1 - openness)) + 0.05
             dist = max(max(upper - ty, ty - lower) * eh, (abs(tx) - 1.0) * ew)
             eye = soft(dist, px) * on_skin
-            if openness > 0.05:
+            if openness > 0.05 and eye > 0.0:
                 paint(albedo, i, j, eye, 0.93, 0.91, 0.88)
                 claim(label, i, j, eye, eye_label)
                 paint(albedo, i, j, ellipse(ax, y, g, cy + eh * 0.05, ir, ir, px) * eye, iris[0], iris[1], iris[2])
