@@ -182,6 +182,12 @@ def test_mask_file_and_region_strip_match_the_render() -> None:
     # a map without any region: an all-black strip
     blank = np.zeros((40, 40), np.uint8)
     assert not region_strip(np.full((40, 40, 3), 200, np.uint8), blank, 8).any()
+    # a non-square map holding labels beyond the class list, and a region on the image's edge
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array([0, 1, 2, 40, 255], np.uint8), size=(30, 47))
+    labels[5:9, 40:] = 11  # an upper lip cut by the right edge
+    image = rng.integers(0, 256, (30, 47, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(region_strip(image, labels, 9), _reference_strip(image, labels, 9))
 
 
 # ----------------------------------------------------------------------- manifest

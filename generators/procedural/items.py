@@ -6,6 +6,7 @@ of a dataset can be regenerated or sharded, and two runs are byte-identical.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -28,9 +29,8 @@ from generators.procedural.render import warm_caches as render_warm_caches
 # [k * REGION_SIZE, (k + 1) * REGION_SIZE); pixels outside the region are black.
 REGIONS = ("skin", "hair", "l_eye", "r_eye", "mouth")
 _REGION_CLASSES = ((SKIN,), (HAIR,), (L_EYE,), (R_EYE,), (MOUTH, U_LIP, L_LIP))
-_REGION_OF = np.zeros(256, np.intp)  # class index -> region number + 1 (0: in no region)
-for _k, _classes in enumerate(_REGION_CLASSES):
-    _REGION_OF[list(_classes)] = _k + 1
+# region k's classes as a bit mask: bit c set <=> class c belongs to region k
+_REGION_MASKS = np.array([sum(1 << c for c in classes) for classes in _REGION_CLASSES], np.uint32)
 REGION_SIZE = 64
 
 
@@ -84,37 +84,58 @@ def warm_caches(size: int = 112) -> None:
     Image.preinit()  # the JPEG plugin
 
 
+@functools.lru_cache(maxsize=8)
+def _sample_steps(size: int) -> np.ndarray:
+    """Where the `size` nearest-neighbour samples fall in a unit square's side."""
+    return (np.arange(size) + 0.5) / size
+
+
+def _region_squares(labels: np.ndarray, size: int) -> np.ndarray:
+    """(n, 2, size) source rows [k, 0] and columns [k, 1] of region k's crop: the bounding
+    square of its pixels, 2 px larger than the longer side, moved inside the image (an
+    absent region gets a centred square, whose crop comes out all black)."""
+    h, w = labels.shape
+    onehot = np.left_shift(np.uint32(1), labels)  # bit c set: the pixel has class c (no bit for labels >= 32)
+    rows = (np.bitwise_or.reduce(onehot, axis=1)[:, None] & _REGION_MASKS) != 0  # (h, n): row holds region k
+    cols = (np.bitwise_or.reduce(onehot, axis=0)[:, None] & _REGION_MASKS) != 0
+    r0, r1 = rows.argmax(0).tolist(), (h - rows[::-1].argmax(0)).tolist()
+    c0, c1 = cols.argmax(0).tolist(), (w - cols[::-1].argmax(0)).tolist()
+    starts, sides = [], []
+    for top, bottom, left, right in zip(r0, r1, c0, c1):
+        side = min(max(bottom - top, right - left) + 2, h, w)
+        starts.append((max(min((top + bottom - side) // 2, h - side), 0),
+                       max(min((left + right - side) // 2, w - side), 0)))
+        sides.append(side)
+    return (np.array(starts)[:, :, None] + _sample_steps(size) * np.array(sides)[:, None, None]).astype(np.intp)
+
+
 def region_strip(image: np.ndarray, labels: np.ndarray, size: int = REGION_SIZE) -> np.ndarray:
     """(size, 5 * size, 3) uint8: each region's bounding square (nearest-neighbour resampled),
     pixels outside the region zeroed.
 
     A region absent from the image (an eye hidden in profile, a bald head) is all zeros.
-    All five crops come from one gather, and the bounding boxes from two bincounts: a few
-    dozen numpy calls in all, whatever the number of regions.
+    Pixels travel as one uint32 each (R, G, B, class): numpy gathers 4-byte items several
+    times faster than 3-byte ones, and the class byte tells which gathered pixels lie
+    outside their crop's region.
     """
     h, w = labels.shape
     n = len(REGIONS)
-    reg = _REGION_OF.take(labels)  # region number + 1 of every pixel, 0 for none
-    in_row = np.bincount((reg + np.arange(0, h * (n + 1), n + 1)[:, None]).ravel(), minlength=h * (n + 1))
-    in_col = np.bincount((reg + np.arange(0, w * (n + 1), n + 1)[None, :]).ravel(), minlength=w * (n + 1))
-    rows = in_row.reshape(h, n + 1)[:, 1:] > 0  # (h, n): row holds region k
-    cols = in_col.reshape(w, n + 1)[:, 1:] > 0
-    r0, r1 = rows.argmax(0), h - rows[::-1].argmax(0)
-    c0, c1 = cols.argmax(0), w - cols[::-1].argmax(0)
-    side = np.minimum(np.maximum(r1 - r0, c1 - c0) + 2, min(h, w))
-    r0 = np.maximum(np.minimum((r0 + r1 - side) // 2, h - side), 0)
-    c0 = np.maximum(np.minimum((c0 + c1 - side) // 2, w - side), 0)
-    steps = (np.arange(size) + 0.5) / size
-    ri = (r0[:, None] + steps * side[:, None]).astype(np.intp)  # (n, size) source rows of each crop
-    ci = (c0[:, None] + steps * side[:, None]).astype(np.intp)
-    # flat source pixel of strip pixel (row i, crop k, column j), laid out (size, n * size)
-    idx = (ri.T[:, :, None] * w + ci[None, :, :]).reshape(size, n * size)
-    # outside its region (an absent region: everywhere) a strip pixel reads a black pixel
-    inside = reg.ravel().take(idx) == np.repeat(np.arange(1, n + 1), size)
-    np.copyto(idx, h * w, where=~inside)
-    src = np.zeros((h * w + 1, 3), np.uint8)
-    src[:-1] = image.reshape(-1, 3)
-    return src.view("V3").ravel().take(idx).view(np.uint8).reshape(size, n * size, 3)
+    src = _region_squares(labels, size)
+    padded = np.empty(3 * h * w + 1, np.uint8)
+    padded[:-1] = image.reshape(-1)
+    px = np.ndarray((h * w,), "<u4", padded, 0, (3,)).copy()  # 4 bytes from every 3rd: R, G, B, next R
+    px.view(np.uint8)[3::4] = labels.reshape(-1)  # ... and the class instead of the next R
+    px = px.reshape(h, w)
+    crops = np.empty((n, size, size), "<u4")  # little-endian like px, so byte 3 is the class
+    for k in range(n):
+        # mode="clip" lets take write straight into crops[k] (the indices are in range anyway)
+        px.take(src[k, 0], axis=0).take(src[k, 1], axis=1, out=crops[k], mode="clip")
+    crops *= (_REGION_MASKS[:, None, None] >> (crops >> 24)) & 1  # 0 outside crop k's region
+    rgbx = crops.view(np.uint8).reshape(n, size, size, 4).transpose(1, 0, 2, 3)  # (size, n, size, 4)
+    strip = np.empty((size, n, size, 3), np.uint8)
+    for c in range(3):
+        strip[..., c] = rgbx[..., c]
+    return strip.reshape(size, n * size, 3)
 
 
 _IDENTITY_CACHE: dict[tuple[int, int], Identity] = {}
