@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from fsbench.data.images import encode_image
 from generators.procedural.params import (
@@ -29,8 +30,9 @@ from generators.procedural.render import warm_caches as render_warm_caches
 # [k * REGION_SIZE, (k + 1) * REGION_SIZE); pixels outside the region are black.
 REGIONS = ("skin", "hair", "l_eye", "r_eye", "mouth")
 _REGION_CLASSES = ((SKIN,), (HAIR,), (L_EYE,), (R_EYE,), (MOUTH, U_LIP, L_LIP))
-# region k's classes as a bit mask: bit c set <=> class c belongs to region k
-_REGION_MASKS = np.array([sum(1 << c for c in classes) for classes in _REGION_CLASSES], np.uint32)
+_REGION_BIT = np.zeros(256, np.uint8)  # class index -> bit k of the region it belongs to (0: none)
+for _k, _classes in enumerate(_REGION_CLASSES):
+    _REGION_BIT[list(_classes)] = 1 << _k
 REGION_SIZE = 64
 
 
@@ -81,32 +83,67 @@ def warm_caches(size: int = 112) -> None:
     from PIL import Image
 
     render_warm_caches(size)
+    region_strip(np.zeros((size, size, 3), np.uint8), np.zeros((size, size), np.uint8))  # load its kernel
     Image.preinit()  # the JPEG plugin
 
 
 @functools.lru_cache(maxsize=8)
 def _sample_steps(size: int) -> np.ndarray:
-    """Where the `size` nearest-neighbour samples fall in a unit square's side."""
+    """Where the `size` nearest-neighbour samples fall along a unit side."""
     return (np.arange(size) + 0.5) / size
 
 
-def _region_squares(labels: np.ndarray, size: int) -> np.ndarray:
-    """(n, 2, size) source rows [k, 0] and columns [k, 1] of region k's crop: the bounding
-    square of its pixels, 2 px larger than the longer side, moved inside the image (an
-    absent region gets a centred square, whose crop comes out all black)."""
+# No fastmath (unlike the renderer's kernels): the source row of a sample is
+# int(start + step * side) evaluated exactly as numpy would, so crops never shift by a pixel.
+@njit(cache=True, nogil=True)
+def _strip_kernel(image, labels, region_bit, steps, out):
     h, w = labels.shape
-    onehot = np.left_shift(np.uint32(1), labels)  # bit c set: the pixel has class c (no bit for labels >= 32)
-    rows = (np.bitwise_or.reduce(onehot, axis=1)[:, None] & _REGION_MASKS) != 0  # (h, n): row holds region k
-    cols = (np.bitwise_or.reduce(onehot, axis=0)[:, None] & _REGION_MASKS) != 0
-    r0, r1 = rows.argmax(0).tolist(), (h - rows[::-1].argmax(0)).tolist()
-    c0, c1 = cols.argmax(0).tolist(), (w - cols[::-1].argmax(0)).tolist()
-    starts, sides = [], []
-    for top, bottom, left, right in zip(r0, r1, c0, c1):
+    size = steps.shape[0]
+    # which regions each row and each column holds (bit k: region k)
+    row_bits = np.zeros(h, np.uint8)
+    col_bits = np.zeros(w, np.uint8)
+    for y in range(h):
+        acc = np.uint8(0)
+        for x in range(w):
+            b = region_bit[labels[y, x]]
+            acc |= b
+            col_bits[x] |= b
+        row_bits[y] = acc
+    cols = np.empty(size, np.intp)
+    for k in range(out.shape[1] // size):
+        bit = np.uint8(1 << k)
+        top, bottom, left, right = 0, h, 0, w  # an absent region: the whole image (its crop is all black)
+        for y in range(h):
+            if row_bits[y] & bit:
+                top = y
+                break
+        for y in range(h - 1, -1, -1):
+            if row_bits[y] & bit:
+                bottom = y + 1
+                break
+        for x in range(w):
+            if col_bits[x] & bit:
+                left = x
+                break
+        for x in range(w - 1, -1, -1):
+            if col_bits[x] & bit:
+                right = x + 1
+                break
+        # the bounding square, 2 px more than the longer side, moved inside the image
         side = min(max(bottom - top, right - left) + 2, h, w)
-        starts.append((max(min((top + bottom - side) // 2, h - side), 0),
-                       max(min((left + right - side) // 2, w - side), 0)))
-        sides.append(side)
-    return (np.array(starts)[:, :, None] + _sample_steps(size) * np.array(sides)[:, None, None]).astype(np.intp)
+        r0 = max(min((top + bottom - side) // 2, h - side), 0)
+        c0 = max(min((left + right - side) // 2, w - side), 0)
+        for j in range(size):
+            cols[j] = int(c0 + steps[j] * side)
+        for i in range(size):
+            r = int(r0 + steps[i] * side)
+            src, lab, dst = image[r], labels[r], out[i, k * size:(k + 1) * size]
+            for j in range(size):
+                c = cols[j]
+                keep = np.uint8(region_bit[lab[c]] == bit)  # black outside the region
+                dst[j, 0] = src[c, 0] * keep
+                dst[j, 1] = src[c, 1] * keep
+                dst[j, 2] = src[c, 2] * keep
 
 
 def region_strip(image: np.ndarray, labels: np.ndarray, size: int = REGION_SIZE) -> np.ndarray:
@@ -114,28 +151,14 @@ def region_strip(image: np.ndarray, labels: np.ndarray, size: int = REGION_SIZE)
     pixels outside the region zeroed.
 
     A region absent from the image (an eye hidden in profile, a bald head) is all zeros.
-    Pixels travel as one uint32 each (R, G, B, class): numpy gathers 4-byte items several
-    times faster than 3-byte ones, and the class byte tells which gathered pixels lie
-    outside their crop's region.
+    One compiled pass finds the five bounding boxes, one more fills the strip.
     """
-    h, w = labels.shape
-    n = len(REGIONS)
-    src = _region_squares(labels, size)
-    padded = np.empty(3 * h * w + 1, np.uint8)
-    padded[:-1] = image.reshape(-1)
-    px = np.ndarray((h * w,), "<u4", padded, 0, (3,)).copy()  # 4 bytes from every 3rd: R, G, B, next R
-    px.view(np.uint8)[3::4] = labels.reshape(-1)  # ... and the class instead of the next R
-    px = px.reshape(h, w)
-    crops = np.empty((n, size, size), "<u4")  # little-endian like px, so byte 3 is the class
-    for k in range(n):
-        # mode="clip" lets take write straight into crops[k] (the indices are in range anyway)
-        px.take(src[k, 0], axis=0).take(src[k, 1], axis=1, out=crops[k], mode="clip")
-    crops *= (_REGION_MASKS[:, None, None] >> (crops >> 24)) & 1  # 0 outside crop k's region
-    rgbx = crops.view(np.uint8).reshape(n, size, size, 4).transpose(1, 0, 2, 3)  # (size, n, size, 4)
-    strip = np.empty((size, n, size, 3), np.uint8)
-    for c in range(3):
-        strip[..., c] = rgbx[..., c]
-    return strip.reshape(size, n * size, 3)
+    if labels.dtype != np.uint8 or image.dtype != np.uint8 or image.shape != (*labels.shape, 3):
+        raise ValueError(f"region_strip wants a uint8 (h, w, 3) image and its uint8 (h, w) class map, "
+                         f"got {image.dtype} {image.shape} and {labels.dtype} {labels.shape}")
+    out = np.empty((size, len(REGIONS) * size, 3), np.uint8)
+    _strip_kernel(np.ascontiguousarray(image), np.ascontiguousarray(labels), _REGION_BIT, _sample_steps(size), out)
+    return out
 
 
 _IDENTITY_CACHE: dict[tuple[int, int], Identity] = {}
