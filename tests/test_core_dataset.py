@@ -216,3 +216,75 @@ def test_writer_refuses_unsafe_names(tmp_path):
     w = DatasetWriter(tmp_path / "out")
     with pytest.raises(UsageError, match="invalid identity name '../evil'"):
         w.add("../evil", "0.png", np.zeros((4, 4, 3), np.uint8))
+
+
+def test_a_cut_journal_line_does_not_swallow_the_next_row(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    _fill(w, range(1))
+    w.close()
+    with open(tmp_path / "out.partial" / "manifest.jsonl", "a") as f:
+        f.write('{"path": "p1/0.png", "ident')  # killed halfway through a line
+    w = DatasetWriter(out, resume=True)
+    _fill(w, range(2))
+    w.close()  # killed again, after finishing p1
+    w = DatasetWriter(out, resume=True)
+    assert len(w) == 6 and w.has("p1", "0.png")  # p1's rows were not glued to the cut line
+
+
+def test_encoded_size_reads_jpeg_and_png_headers_in_memory():
+    import io
+
+    from fsbench.data.images import encoded_size
+
+    rng = np.random.default_rng(0)
+    for h, w in ((1, 1), (17, 301), (112, 112), (300, 7)):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for mode, fmt, options in (("RGB", "JPEG", {}), ("RGB", "JPEG", {"progressive": True, "quality": 20}),
+                                   ("RGB", "JPEG", {"exif": b"Exif\0\0" + bytes(64), "icc_profile": bytes(70000)}),
+                                   ("L", "JPEG", {}), ("RGB", "PNG", {}), ("L", "PNG", {})):
+            buf = io.BytesIO()
+            Image.fromarray(rgb).convert(mode).save(buf, format=fmt, **options)
+            assert encoded_size(buf.getvalue()) == (h, w) == Image.open(buf).size[::-1], (fmt, options)
+    bmp = io.BytesIO()
+    Image.fromarray(rgb).save(bmp, format="BMP")
+    assert encoded_size(bmp.getvalue()) is None  # other formats: the caller reads the file
+    assert encoded_size(b"") is encoded_size(b"\xff\xd8\xff") is encoded_size(b"not an image") is None
+
+
+def test_finalize_opens_with_the_sizes_it_wrote(tmp_path, monkeypatch):
+    import io
+
+    import fsbench.data.dataset as dataset_mod
+
+    read = []
+    real = dataset_mod.image_size
+    monkeypatch.setattr(dataset_mod, "image_size", lambda path: read.append(path.name) or real(path))
+
+    def jpeg(h, w):
+        buf = io.BytesIO()
+        Image.new("RGB", (w, h), (90, 20, 200)).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    w = DatasetWriter(tmp_path / "out")
+    w.add("a", "0.jpg", jpeg(24, 16))  # encoded bytes: size from the JPEG header
+    w.add("a", "1.png", np.zeros((24, 16, 3), np.uint8))  # an array: size from its shape
+    ds = w.finalize()
+    assert read == [] and ds.image_size == (24, 16) and len(ds) == 2
+    assert FaceDataset.open(tmp_path / "out").image_size == (24, 16) and len(read) == 2  # a plain open reads them
+
+    # the size check still holds for sizes the writer passes on
+    w = DatasetWriter(tmp_path / "mixed")
+    w.add("a", "0.jpg", jpeg(24, 16))
+    w.add("a", "1.jpg", jpeg(16, 24))
+    with pytest.raises(DatasetError, match="image is 24x16 but a/0.jpg is 16x24"):
+        w.finalize()
+
+    # resumed items were written by an earlier process: their headers are read
+    w = DatasetWriter(tmp_path / "resumed")
+    w.add("a", "0.jpg", jpeg(24, 16))
+    w.close()
+    read.clear()
+    w = DatasetWriter(tmp_path / "resumed", resume=True)
+    w.add("a", "1.jpg", jpeg(24, 16))
+    assert w.finalize().image_size == (24, 16) and read == ["0.jpg"]

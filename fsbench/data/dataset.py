@@ -7,6 +7,8 @@ it. Any ImageFolder a user already has (a released DCFace or DigiFace folder) op
 Opening checks every file's header (cheap: PIL reads only the header), so a missing,
 garbage or wrongly sized image is reported before hours of embedding, naming the file.
 Truncated images pass a header check; they fail when decoded, with the same kind of error.
+A caller that already knows some sizes (the writer that just wrote those files) passes
+them and those headers are not read again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -58,8 +60,15 @@ class FaceDataset:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, root: str | Path, *, skip_bad: bool = False) -> FaceDataset:
-        """Scan and check `root`; with `skip_bad`, unreadable images are left out and listed."""
+    def open(
+        cls, root: str | Path, *, skip_bad: bool = False, sizes: Mapping[str, tuple[int, int]] | None = None
+    ) -> FaceDataset:
+        """Scan and check `root`; with `skip_bad`, unreadable images are left out and listed.
+
+        `sizes` maps item paths (``identity/file``) to their known (H, W): those files are
+        taken at that size instead of having their header read (the size check still applies).
+        """
+        sizes = sizes or {}
         root = Path(root)
         if not root.exists():
             raise DatasetError(root, "no such dataset folder")
@@ -85,13 +94,15 @@ class FaceDataset:
             kept = []
             for f in files:
                 rel = f"{d.name}/{f.name}"
-                try:
-                    hw = image_size(f)
-                except DatasetError as exc:
-                    if not skip_bad:
-                        raise
-                    skipped.append((rel, exc.problem))
-                    continue
+                hw = sizes.get(rel)
+                if hw is None:
+                    try:
+                        hw = image_size(f)
+                    except DatasetError as exc:
+                        if not skip_bad:
+                            raise
+                        skipped.append((rel, exc.problem))
+                        continue
                 if size is None:
                     size, first = hw, rel
                 elif hw != size:

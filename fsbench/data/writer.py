@@ -2,8 +2,13 @@
 
 Everything goes to ``<out>.partial/`` first; `finalize` writes the manifest and dataset.json
 and renames the folder into place. An item counts as written only once its manifest row is
-in ``manifest.jsonl`` (appended after the image is on disk), so after a kill `resume=True`
-skips exactly the finished items and rewrites the one that was in progress.
+in ``manifest.jsonl`` (appended after the image and its aux files are written), so after a
+kill `resume=True` skips exactly the finished items and rewrites the one that was in
+progress. Files are therefore written in place (no temporary name and rename): a file cut
+short by a kill is never listed in the journal.
+
+The writer notes each image's size as it goes (from the array, or from the header of the
+encoded bytes), so opening the finished dataset does not read every file's header again.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fsbench.data.dataset import INFO_NAME, FaceDataset
-from fsbench.data.images import encode_image
+from fsbench.data.images import encode_image, encoded_size
 from fsbench.errors import UsageError
 
 ROWS_NAME = "manifest.jsonl"  # append-only journal inside the .partial folder
@@ -45,7 +50,9 @@ class DatasetWriter:
         self.aux_dirs = tuple(aux_dirs)
         self.overwrite = overwrite
         self._rows: dict[str, dict[str, Any]] = {}
-        self._made_dirs: set[Path] = set()
+        self._sizes: dict[str, tuple[int, int]] = {}  # (H, W) of the images this writer wrote
+        self._made_dirs: set[str] = set()
+        self._root = str(self.partial)
 
         out_busy = self.out_dir.exists() and any(self.out_dir.iterdir())
         if out_busy and not (resume or overwrite):
@@ -73,13 +80,17 @@ class DatasetWriter:
         path = self.partial / ROWS_NAME
         if not path.exists():
             return
-        for line in path.read_text(encoding="utf-8").splitlines():
+        text = path.read_text(encoding="utf-8")
+        for line in text.splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line being written when the process died
             if (self.partial / row["path"]).exists():
                 self._rows[row["path"]] = row
+        if text and not text.endswith("\n"):
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("\n")  # end that cut line, or the next row would be appended to it and lost
 
     # ------------------------------------------------------------------ writing
 
@@ -89,12 +100,19 @@ class DatasetWriter:
     def has(self, identity: str, name: str) -> bool:
         return f"{identity}/{name}" in self._rows
 
-    def _write(self, path: Path, data: bytes) -> None:
-        if path.parent not in self._made_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(path.parent)
-        with open(path, "wb") as f:
-            f.write(data)
+    def _write(self, folder: str, name: str, data: bytes | bytearray) -> None:
+        if folder not in self._made_dirs:
+            Path(folder).mkdir(parents=True, exist_ok=True)  # one mkdir call (os.makedirs also stats the parent)
+            self._made_dirs.add(folder)
+        # os-level calls: three files an item, and Python's buffered file objects cost more
+        # than the write itself
+        fd = os.open(f"{folder}/{name}", _CREATE, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
     def add(
         self,
@@ -109,18 +127,25 @@ class DatasetWriter:
         _check_name("identity", identity)
         _check_name("image", name)
         rel = f"{identity}/{name}"
-        data = image if isinstance(image, (bytes, bytearray)) else encode_image(image, Path(name).suffix)
-        self._write(self.partial / rel, data)
+        if isinstance(image, (bytes, bytearray)):
+            data, hw = image, encoded_size(image)
+        else:
+            data, hw = encode_image(image, Path(name).suffix), (int(image.shape[0]), int(image.shape[1]))
+        self._write(f"{self._root}/{identity}", name, data)
         for kind, (aux_name, payload) in (aux or {}).items():
             if kind not in self.aux_dirs:
                 raise UsageError(f"aux kind {kind!r} was not declared in aux_dirs {self.aux_dirs}")
             _check_name(f"{kind} file", aux_name)
             blob = payload if isinstance(payload, (bytes, bytearray)) else encode_image(payload, Path(aux_name).suffix)
-            self._write(self.partial / kind / identity / aux_name, blob)
+            self._write(f"{self._root}/{kind}/{identity}", aux_name, blob)
         row = {"path": rel, "identity": identity, **(meta or {})}
-        self._journal.write(json.dumps(row, default=_jsonable) + "\n")
+        self._journal.write(_ROW_ENCODER.encode(row) + "\n")
         self._journal.flush()
         self._rows[rel] = row
+        if hw is None:  # no JPEG or PNG header it can read: FaceDataset.open reads the file instead
+            self._sizes.pop(rel, None)
+        else:
+            self._sizes[rel] = hw
 
     # ------------------------------------------------------------------ finishing
 
@@ -152,7 +177,7 @@ class DatasetWriter:
             shutil.rmtree(old)
         else:
             os.replace(self.partial, self.out_dir)
-        return FaceDataset.open(self.out_dir)
+        return FaceDataset.open(self.out_dir, sizes=self._sizes)  # sizes of resumed items: read from disk
 
     def close(self) -> None:
         """Stop without finalizing: the .partial folder stays for a later resume."""
@@ -173,3 +198,7 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+_ROW_ENCODER = json.JSONEncoder(default=_jsonable)  # json.dumps(row, default=_jsonable), made once
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
