@@ -93,6 +93,22 @@ def _sample_steps(size: int) -> np.ndarray:
     return (np.arange(size) + 0.5) / size
 
 
+@njit(cache=True, nogil=True)
+def _span(bits, bit):
+    """(first, last + 1) index whose entry has `bit` set; (0, len) if none has."""
+    n = bits.shape[0]
+    first, end = 0, n
+    for k in range(n):
+        if bits[k] & bit:
+            first = k
+            break
+    for k in range(n - 1, -1, -1):
+        if bits[k] & bit:
+            end = k + 1
+            break
+    return first, end
+
+
 # No fastmath (unlike the renderer's kernels): the source row of a sample is
 # int(start + step * side) evaluated exactly as numpy would, so crops never shift by a pixel.
 @njit(cache=True, nogil=True)
@@ -112,23 +128,8 @@ def _strip_kernel(image, labels, region_bit, steps, out):
     cols = np.empty(size, np.intp)
     for k in range(out.shape[1] // size):
         bit = np.uint8(1 << k)
-        top, bottom, left, right = 0, h, 0, w  # an absent region: the whole image (its crop is all black)
-        for y in range(h):
-            if row_bits[y] & bit:
-                top = y
-                break
-        for y in range(h - 1, -1, -1):
-            if row_bits[y] & bit:
-                bottom = y + 1
-                break
-        for x in range(w):
-            if col_bits[x] & bit:
-                left = x
-                break
-        for x in range(w - 1, -1, -1):
-            if col_bits[x] & bit:
-                right = x + 1
-                break
+        top, bottom = _span(row_bits, bit)  # an absent region: the whole image (its crop is all black)
+        left, right = _span(col_bits, bit)
         # the bounding square, 2 px more than the longer side, moved inside the image
         side = min(max(bottom - top, right - left) + 2, h, w)
         r0 = max(min((top + bottom - side) // 2, h - side), 0)

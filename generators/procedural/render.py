@@ -952,6 +952,6 @@ def _finish(cv: _Canvas, nz: Nuisance) -> np.ndarray:
     out = np.empty((size, size, 3), np.uint8)
     ou, ov = int(nz.noise_u * (512 - size)), int(nz.noise_v * (512 - size))
     noise = _bank()[:, ov:ov + size, ou:ou + size]
-    taps = _blur_taps(round(nz.blur * size / 112, 3))
+    taps = _blur_taps(round(nz.blur * size / 112, 3))  # sigma to 1e-3: a cache key, far below visible
     _finish_px(cv.maps, out, L, nz.light_ambient, tint, noise, nz.noise * 0.7 * 255, taps)
     return out
