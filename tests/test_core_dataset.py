@@ -212,6 +212,43 @@ def test_resume_extends_and_overwrite_replaces(tmp_path):
     assert w.finalize().identities == ["p5"]
 
 
+def _write_in_child(root: str, identity: str, value: int) -> tuple[int, int] | None:
+    from fsbench.data import write_item
+
+    arr = np.full((8, 8, 3), value, np.uint8)
+    return write_item(root, identity, "0.png", arr, aux={"masks": ("0.png", arr[..., 0])}, aux_dirs=("masks",))
+
+
+def test_items_written_by_other_processes_count_once_recorded(tmp_path):
+    import multiprocessing as mp
+
+    out = tmp_path / "out"
+    w = DatasetWriter(out, aux_dirs=("masks",))
+    with mp.get_context("spawn").Pool(2) as pool:  # two processes racing to make the same folders
+        sizes = pool.starmap(_write_in_child, [(str(w.partial), f"p{i}", 40 + i) for i in range(4)])
+    assert sizes == [(8, 8)] * 4
+    w.record("p0", "0.png", sizes[0], meta={"seed": 1})
+    w.record("p1", "0.png", None, meta={"seed": 1})  # size unknown: read from the file
+    w.close()  # killed here: p2 and p3 were written but never recorded
+    w = DatasetWriter(out, resume=True, aux_dirs=("masks",))
+    assert len(w) == 2 and not w.has("p2", "0.png")
+    _fill(w, range(2, 3), per_id=1)
+    ds = w.finalize()
+    assert ds.identities == ["p0", "p1", "p2"] and ds.image_size == (8, 8)
+    assert [int(ds.read(i)[0, 0, 0]) for i in range(3)] == [40, 41, 20]  # p2 redone by the resumed writer
+    assert (out / "masks" / "p1" / "0.png").exists()
+
+
+def test_write_item_refuses_undeclared_aux_and_unsafe_names(tmp_path):
+    from fsbench.data import write_item
+
+    arr = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(UsageError, match="aux kind 'masks' was not declared"):
+        write_item(tmp_path, "p0", "0.png", arr, aux={"masks": ("0.png", arr[..., 0])})
+    with pytest.raises(UsageError, match="invalid image name"):
+        write_item(tmp_path, "p0", "../0.png", arr)
+
+
 def test_writer_refuses_unsafe_names(tmp_path):
     w = DatasetWriter(tmp_path / "out")
     with pytest.raises(UsageError, match="invalid identity name '../evil'"):

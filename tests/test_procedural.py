@@ -311,8 +311,8 @@ def test_interrupted_make_resumes_to_the_same_bytes(tmp_path: Path, monkeypatch:
     out = tmp_path / "w"
     real = make_mod.run_jobs
 
-    def dies_after_five(jobs, workers):
-        for k, item in enumerate(real(jobs, workers)):
+    def dies_after_five(jobs, workers, **kw):
+        for k, item in enumerate(real(jobs, workers, **kw)):
             if k == 5:
                 raise KeyboardInterrupt
             yield item
@@ -326,9 +326,9 @@ def test_interrupted_make_resumes_to_the_same_bytes(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(make_mod, "run_jobs", real)
     seen: list[int] = []
 
-    def counting(jobs, workers):
+    def counting(jobs, workers, **kw):
         seen.append(len(jobs))
-        return real(jobs, workers)
+        return real(jobs, workers, **kw)
 
     monkeypatch.setattr(make_mod, "run_jobs", counting)
     make_dataset(out, n_ids=4, per_id=3, seed=5, workers=1, resume=True)

@@ -2,6 +2,6 @@
 
 from fsbench.data.dataset import Batch, FaceDataset, Item
 from fsbench.data.images import decode_image, encode_image, read_image
-from fsbench.data.writer import DatasetWriter
+from fsbench.data.writer import DatasetWriter, write_item
 
-__all__ = ["Batch", "DatasetWriter", "FaceDataset", "Item", "decode_image", "encode_image", "read_image"]
+__all__ = ["Batch", "DatasetWriter", "FaceDataset", "Item", "decode_image", "encode_image", "read_image", "write_item"]

@@ -3,9 +3,14 @@
 Everything goes to ``<out>.partial/`` first; `finalize` writes the manifest and dataset.json
 and renames the folder into place. An item counts as written only once its manifest row is
 in ``manifest.jsonl`` (appended after the image and its aux files are written), so after a
-kill `resume=True` skips exactly the finished items and rewrites the one that was in
+kill `resume=True` skips exactly the finished items and rewrites the ones that were in
 progress. Files are therefore written in place (no temporary name and rename): a file cut
-short by a kill is never listed in the journal.
+short by a kill is never listed in the journal. Rows are not flushed one by one (that cost
+as much as writing the row): a hard kill can lose the last few kilobytes of rows, whose
+items are then simply redone on resume; `close` and `finalize` flush.
+
+The files of an item can be written by another process (`write_item`, as the procedural
+generator's workers do) and the item then `record`ed here.
 
 The writer notes each image's size as it goes (from the array, or from the header of the
 encoded bytes), so opening the finished dataset does not read every file's header again.
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fsbench.data.dataset import INFO_NAME, FaceDataset
-from fsbench.data.images import encode_image, encoded_size
+from fsbench.data.images import IMAGE_SUFFIXES, encode_image, encoded_size
 from fsbench.errors import UsageError
 
 ROWS_NAME = "manifest.jsonl"  # append-only journal inside the .partial folder
@@ -51,7 +56,6 @@ class DatasetWriter:
         self.overwrite = overwrite
         self._rows: dict[str, dict[str, Any]] = {}
         self._sizes: dict[str, tuple[int, int]] = {}  # (H, W) of the images this writer wrote
-        self._made_dirs: set[str] = set()
         self._root = str(self.partial)
 
         out_busy = self.out_dir.exists() and any(self.out_dir.iterdir())
@@ -100,20 +104,6 @@ class DatasetWriter:
     def has(self, identity: str, name: str) -> bool:
         return f"{identity}/{name}" in self._rows
 
-    def _write(self, folder: str, name: str, data: bytes | bytearray) -> None:
-        if folder not in self._made_dirs:
-            Path(folder).mkdir(parents=True, exist_ok=True)  # one mkdir call (os.makedirs also stats the parent)
-            self._made_dirs.add(folder)
-        # os-level calls: three files an item, and Python's buffered file objects cost more
-        # than the write itself
-        fd = os.open(f"{folder}/{name}", _CREATE, 0o666)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-
     def add(
         self,
         identity: str,
@@ -124,28 +114,24 @@ class DatasetWriter:
         aux: dict[str, tuple[str, bytes | np.ndarray]] | None = None,
     ) -> None:
         """Write one image (encoded bytes, or a uint8 array encoded by `name`'s suffix)."""
+        size = write_item(self._root, identity, name, image, aux=aux, aux_dirs=self.aux_dirs)
+        self.record(identity, name, size, meta=meta)
+
+    def record(self, identity: str, name: str, size: tuple[int, int] | None, *,
+               meta: dict[str, Any] | None = None) -> None:
+        """Journal an item whose files `write_item` has already written under `partial`
+        (in another process, say): from here on it counts as written. `size` is the
+        image's (H, W), or None to have `finalize` read it from the file."""
         _check_name("identity", identity)
         _check_name("image", name)
         rel = f"{identity}/{name}"
-        if isinstance(image, (bytes, bytearray)):
-            data, hw = image, encoded_size(image)
-        else:
-            data, hw = encode_image(image, Path(name).suffix), (int(image.shape[0]), int(image.shape[1]))
-        self._write(f"{self._root}/{identity}", name, data)
-        for kind, (aux_name, payload) in (aux or {}).items():
-            if kind not in self.aux_dirs:
-                raise UsageError(f"aux kind {kind!r} was not declared in aux_dirs {self.aux_dirs}")
-            _check_name(f"{kind} file", aux_name)
-            blob = payload if isinstance(payload, (bytes, bytearray)) else encode_image(payload, Path(aux_name).suffix)
-            self._write(f"{self._root}/{kind}/{identity}", aux_name, blob)
         row = {"path": rel, "identity": identity, **(meta or {})}
         self._journal.write(_ROW_ENCODER.encode(row) + "\n")
-        self._journal.flush()
         self._rows[rel] = row
-        if hw is None:  # no JPEG or PNG header it can read: FaceDataset.open reads the file instead
+        if size is None:  # no JPEG or PNG header it could read: FaceDataset.open reads the file instead
             self._sizes.pop(rel, None)
         else:
-            self._sizes[rel] = hw
+            self._sizes[rel] = size
 
     # ------------------------------------------------------------------ finishing
 
@@ -159,6 +145,7 @@ class DatasetWriter:
         rows = [self._rows[k] for k in sorted(self._rows)]
         if not rows:
             raise UsageError(f"{self.out_dir}: nothing was written")
+        self._drop_unrecorded_images()
         pd.DataFrame(rows).to_csv(self.partial / "manifest.csv", index=False)
         info = {
             **self.info,
@@ -179,6 +166,20 @@ class DatasetWriter:
             os.replace(self.partial, self.out_dir)
         return FaceDataset.open(self.out_dir, sizes=self._sizes)  # sizes of resumed items: read from disk
 
+    def _drop_unrecorded_images(self) -> None:
+        """Remove images whose row never reached the journal: written by a worker just before
+        a kill, then not redone because the resumed run asked for fewer items. The dataset is
+        its folder tree, so left there they would become items without a manifest row."""
+        for folder in os.scandir(self._root):
+            if not folder.is_dir() or folder.name in self.aux_dirs or folder.name.startswith((".", "_")):
+                continue
+            names = os.listdir(folder.path)
+            stray = [n for n in names if f"{folder.name}/{n}" not in self._rows and Path(n).suffix.lower() in IMAGE_SUFFIXES]
+            for name in stray:
+                os.unlink(f"{folder.path}/{name}")
+            if len(stray) == len(names):
+                os.rmdir(folder.path)
+
     def close(self) -> None:
         """Stop without finalizing: the .partial folder stays for a later resume."""
         if not self._journal.closed:
@@ -192,6 +193,56 @@ class DatasetWriter:
             self.result = self.finalize()
         else:
             self.close()
+
+
+def write_item(
+    root: str | Path,
+    identity: str,
+    name: str,
+    image: bytes | np.ndarray,
+    *,
+    aux: dict[str, tuple[str, bytes | np.ndarray]] | None = None,
+    aux_dirs: tuple[str, ...] = (),
+) -> tuple[int, int] | None:
+    """Write one item's files under `root` (a writer's `partial` folder); returns the image's
+    (H, W), or None when its header cannot tell.
+
+    A function rather than a method so that worker processes can write their own items in
+    parallel (file creation costs more system time than encoding on some disks); the item
+    counts as written only once the writer `record`s it, so a kill in between loses nothing.
+    """
+    _check_name("identity", identity)
+    _check_name("image", name)
+    if isinstance(image, (bytes, bytearray)):
+        data, size = image, encoded_size(image)
+    else:
+        data, size = encode_image(image, Path(name).suffix), (int(image.shape[0]), int(image.shape[1]))
+    _write_file(f"{root}/{identity}", name, data)
+    for kind, (aux_name, payload) in (aux or {}).items():
+        if kind not in aux_dirs:
+            raise UsageError(f"aux kind {kind!r} was not declared in aux_dirs {tuple(aux_dirs)}")
+        _check_name(f"{kind} file", aux_name)
+        blob = payload if isinstance(payload, (bytes, bytearray)) else encode_image(payload, Path(aux_name).suffix)
+        _write_file(f"{root}/{kind}/{identity}", aux_name, blob)
+    return size
+
+
+def _write_file(folder: str, name: str, data: bytes | bytearray) -> None:
+    # os-level calls: three files an item, and Python's buffered file objects cost more
+    # than the write itself. The folder is made on the first file that needs it (no
+    # per-file existence check; safe when several processes race to make it).
+    path = f"{folder}/{name}"
+    try:
+        fd = os.open(path, _CREATE, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(path, _CREATE, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from fsbench.data.images import encode_image
+from fsbench.data.writer import write_item
 from generators.procedural.params import (
     DEFAULT_STRENGTHS,
     Identity,
@@ -34,6 +35,7 @@ _REGION_BIT = np.zeros(256, np.uint8)  # class index -> bit k of the region it b
 for _k, _classes in enumerate(_REGION_CLASSES):
     _REGION_BIT[list(_classes)] = 1 << _k
 REGION_SIZE = 64
+AUX_DIRS = ("masks", "regions")  # the folders beside the image tree that `render_job` fills
 
 
 def identity_name(index: int) -> str:
@@ -207,6 +209,19 @@ def render_job(job: Job) -> tuple[str, str, bytes, dict[str, tuple[str, bytes]],
 
 def render_chunk(jobs: list[Job]) -> list[tuple[str, str, bytes, dict[str, tuple[str, bytes]], dict]]:
     return [render_job(j) for j in jobs]
+
+
+def write_chunk(root: str, jobs: list[Job]) -> list[tuple[str, str, tuple[int, int] | None, dict]]:
+    """Render jobs and write their files under `root` (a DatasetWriter's `partial` folder);
+    returns what the writer journals: (identity, file name, (H, W), manifest row).
+
+    Workers write their own files: on some disks creating a file costs more system time
+    than rendering it, and one writing process would then cap the whole pool."""
+    out = []
+    for job in jobs:
+        ident, name, jpeg, aux, row = render_job(job)
+        out.append((ident, name, write_item(root, ident, name, jpeg, aux=aux, aux_dirs=AUX_DIRS), row))
+    return out
 
 
 __all__ = ["CLASSES", "REGIONS", "Job", "identity_name", "image_name", "region_strip", "render_arrays", "render_job"]

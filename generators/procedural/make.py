@@ -1,4 +1,4 @@
-"""Writing a procedural dataset: render in worker processes, write from the main process.
+"""Writing a procedural dataset: worker processes render and write items, the main process journals them.
 
 Resumable through `DatasetWriter`: items already in the journal are skipped, so a killed
 `data make` continues where it stopped and produces the same bytes as an uninterrupted run.
@@ -10,12 +10,23 @@ import multiprocessing as mp
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fsbench import ui
 from fsbench.errors import UsageError
-from generators.procedural.items import REGION_SIZE, REGIONS, Job, identity_name, image_name, render_chunk, warm_caches
+from generators.procedural.items import (
+    AUX_DIRS,
+    REGION_SIZE,
+    REGIONS,
+    Job,
+    identity_name,
+    image_name,
+    render_chunk,
+    warm_caches,
+    write_chunk,
+)
 from generators.procedural.params import DEFAULT_STRENGTHS, HAIR_STYLES, HELD_OUT_BASE, Strengths
 from generators.procedural.render import CLASSES
 
@@ -44,19 +55,23 @@ def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def run_jobs(jobs: list[Job], workers: int | None) -> Iterator[tuple]:
-    """Render jobs in order, in `workers` processes (1 = in this process)."""
+def run_jobs(jobs: list[Job], workers: int | None, write_to: str | None = None) -> Iterator[tuple]:
+    """Render jobs in order, in `workers` processes (1 = in this process).
+
+    Yields `render_job`'s tuples, or with `write_to` (a DatasetWriter's partial folder)
+    writes each item's files there and yields `write_chunk`'s (identity, name, size, row)."""
     workers = default_workers() if workers is None else int(workers)
     chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    work = render_chunk if write_to is None else partial(write_chunk, write_to)
     if workers <= 1 or len(chunks) <= 1:
         for c in chunks:
-            yield from render_chunk(c)
+            yield from work(c)
         return
     # the noise bank and Pillow's plugins: built once here, inherited by forked workers
     warm_caches(jobs[0].size)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        for result in pool.imap(render_chunk, chunks):
+        for result in pool.imap(work, chunks):
             yield from result
 
 
@@ -103,7 +118,7 @@ def make_dataset(
     if resume and not overwrite:
         _check_resume(out_dir, info["config"])
     writer = DatasetWriter(out_dir, resume=resume, overwrite=overwrite, info=info,
-                           aux_dirs=("masks", "regions", "benchmarks"))
+                           aux_dirs=(*AUX_DIRS, "benchmarks"))
     try:
         jobs = [
             Job(seed, i, j, size, masks, region_size, strengths=strengths)
@@ -111,8 +126,9 @@ def make_dataset(
             for j in range(per_id)
             if not writer.has(identity_name(i), image_name(j))
         ]
-        for ident, name, jpeg, aux, row in ui.track(run_jobs(jobs, workers), "rendering faces", total=len(jobs)):
-            writer.add(ident, name, jpeg, meta=row, aux=aux)
+        done = run_jobs(jobs, workers, write_to=str(writer.partial))
+        for ident, name, hw, row in ui.track(done, "rendering faces", total=len(jobs)):
+            writer.record(ident, name, hw, meta=row)
         dataset = writer.finalize()
     except BaseException:
         writer.close()
