@@ -249,6 +249,25 @@ def test_write_item_refuses_undeclared_aux_and_unsafe_names(tmp_path):
         write_item(tmp_path, "p0", "../0.png", arr)
 
 
+def test_extending_a_finished_dataset_keeps_its_items_and_rows(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    _fill(w, range(2))
+    w.add("p1", "extra.png", np.full((8, 8, 3), 99, np.uint8), meta={"seed": 7, "note": "only here", "score": 0.1 + 0.2})
+    before = w.finalize().manifest
+    w = DatasetWriter(out, resume=True)
+    assert len(w) == 7 and w.has("p1", "extra.png")  # reopened with its rows: nothing to redo
+    w.add("p2", "0.png", np.full((8, 8, 3), 20, np.uint8), meta={"seed": 7, "j": 0})
+    w.close()  # killed after reopening it ...
+    w = DatasetWriter(out, resume=True)  # ... and resumed from the .partial folder
+    assert len(w) == 8
+    ds = w.finalize()
+    assert ds.identities == ["p0", "p1", "p2"] and len(ds) == 8
+    assert ds.manifest.loc[before.index].equals(before)  # old rows back unchanged, floats and gaps included
+    assert ds.manifest.loc["p1/extra.png", "note"] == "only here" and pd.isna(ds.manifest.loc["p2/0.png", "note"])
+    assert ds.manifest.loc["p1/extra.png", "score"] == 0.1 + 0.2  # read back to the last bit
+
+
 def test_writer_refuses_unsafe_names(tmp_path):
     w = DatasetWriter(tmp_path / "out")
     with pytest.raises(UsageError, match="invalid identity name '../evil'"):

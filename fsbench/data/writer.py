@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -29,9 +30,10 @@ import numpy as np
 
 from fsbench.data.dataset import INFO_NAME, FaceDataset
 from fsbench.data.images import IMAGE_SUFFIXES, encode_image, encoded_size
-from fsbench.errors import UsageError
+from fsbench.errors import DatasetError, UsageError
 
 ROWS_NAME = "manifest.jsonl"  # append-only journal inside the .partial folder
+MANIFEST_NAME = "manifest.csv"
 
 
 def _check_name(kind: str, value: str) -> None:
@@ -77,10 +79,16 @@ class DatasetWriter:
             os.replace(self.out_dir, self.partial)  # reopen a finished dataset to extend it
         self.partial.mkdir(parents=True, exist_ok=True)
         if resume:
-            self._load_journal()
+            self._load_rows()
         self._journal = open(self.partial / ROWS_NAME, "a", encoding="utf-8")
 
-    def _load_journal(self) -> None:
+    def _load_rows(self) -> None:
+        """The items already written: a reopened finished dataset's (its manifest), then the
+        journal's. Extending a dataset therefore renders only the new items, and after a kill
+        the finished ones keep their rows."""
+        done = self.partial / MANIFEST_NAME
+        if done.exists():
+            self._load_manifest(done)
         path = self.partial / ROWS_NAME
         if not path.exists():
             return
@@ -95,6 +103,21 @@ class DatasetWriter:
         if text and not text.endswith("\n"):
             with open(path, "a", encoding="utf-8") as f:
                 f.write("\n")  # end that cut line, or the next row would be appended to it and lost
+
+    def _load_manifest(self, path: Path) -> None:
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(path)
+        except Exception as exc:  # pandas raises many types for a bad file
+            raise DatasetError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})") from None
+        if "path" not in df.columns:
+            raise DatasetError(path, "manifest has no 'path' column")
+        for row in df.to_dict("records"):
+            # a row without some column reads back as NaN there: drop it, as it was written
+            row = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            if isinstance(row.get("path"), str) and (self.partial / row["path"]).exists():
+                self._rows[row["path"]] = row
 
     # ------------------------------------------------------------------ writing
 
@@ -146,7 +169,7 @@ class DatasetWriter:
         if not rows:
             raise UsageError(f"{self.out_dir}: nothing was written")
         self._drop_unrecorded_images()
-        pd.DataFrame(rows).to_csv(self.partial / "manifest.csv", index=False)
+        pd.DataFrame(rows).to_csv(self.partial / MANIFEST_NAME, index=False)
         info = {
             **self.info,
             "aux_dirs": list(self.aux_dirs),
