@@ -110,6 +110,28 @@ def _rgb(col) -> tuple[float, float, float]:
     return float(col[0]), float(col[1]), float(col[2])
 
 
+@kernel
+def _canvas_px(planes, label, pu_rows, pu_cols, pv_rows, pv_cols):
+    """The blank canvas: flat normals (0, 0, 1), lit 0.25 (1 where lighting applies fully),
+    head coordinates parked (hx 0, hy 9, front 0, depth -9), labels background, and each
+    pixel's view coordinates pu, pv as outer sums of a row and a column term."""
+    planes[3:5] = 0.0
+    planes[5] = 1.0
+    planes[6] = 0.25
+    planes[9] = 0.0
+    planes[10] = 9.0
+    planes[11] = 0.0
+    planes[12] = -9.0
+    label[:] = 0
+    pu, pv = planes[7], planes[8]
+    for i in range(label.shape[0]):
+        pu_row, pv_row = pu[i], pv[i]
+        for j in range(label.shape[1]):
+            pu_row[j] = pu_rows[i] + pu_cols[j]
+        for j in range(label.shape[1]):
+            pv_row[j] = pv_rows[i] + pv_cols[j]
+
+
 class _Canvas:
     """Albedo, normals and labels being composited, plus the camera of one image.
 
@@ -128,9 +150,6 @@ class _Canvas:
         k = 1.0 / self.zoom
         du = c - nz.shift_x  # along columns
         dv = c - (nz.shift_y + HEAD_V)  # along rows
-        # image -> de-rolled view coordinates (head centre at the origin): an outer sum of two axes
-        self.pu = np.add.outer(dv * (sr * k), du * (cr * k))
-        self.pv = np.add.outer(dv * (cr * k), du * (-sr * k))
         self.roll = (cr, sr)
         self.shift = (nz.shift_x, nz.shift_y + HEAD_V)
         cy, sy = math.cos(yaw), math.sin(yaw)
@@ -139,18 +158,17 @@ class _Canvas:
         self.R: list[list[float]] = [[cy, 0.0, sy], [sp * sy, cp, -sp * cy], [-cp * sy, sp, cp * cy]]
         self.M = np.array(self.R).T.copy()  # view -> head: R^T
         self.px = 2.0 / (size * self.zoom)  # one pixel in head units
-        albedo = np.empty((3, size, size), F32)
-        normal_ = np.zeros((3, size, size), F32)
-        normal_[2] = 1.0
-        self.label = np.zeros((size, size), np.uint8)
-        lit = np.full((size, size), 0.25, F32)  # 1 where lighting applies fully
-        hx = np.zeros((size, size), F32)
-        hy = np.full((size, size), 9.0, F32)
-        front = np.zeros((size, size), F32)
-        depth = np.full((size, size), -9.0, F32)
-        self.albedo, self.normal, self.lit = albedo, normal_, lit
+        # every float map in one block, filled by one kernel (a dozen numpy fills cost more
+        # than the rest of a layer's Python): albedo 0-2 (the background covers it), normal
+        # 3-5, lit, pu, pv, hx, hy, front, depth
+        planes = np.empty((13, size, size), F32)
+        self.label = np.empty((size, size), np.uint8)
+        # image -> de-rolled view coordinates (head centre at the origin): an outer sum of two axes
+        _canvas_px(planes, self.label, dv * (sr * k), du * (cr * k), dv * (cr * k), du * (-sr * k))
+        self.albedo, self.normal, self.lit, self.pu, self.pv = planes[0:3], planes[3:6], planes[6], planes[7], planes[8]
         # what every kernel receives
-        self.maps = (albedo, normal_, self.label, lit, self.pu, self.pv, hx, hy, front, depth)
+        self.maps = (self.albedo, self.normal, self.label, self.lit, self.pu, self.pv,
+                     planes[9], planes[10], planes[11], planes[12])
 
     def window(self, pts: list[tuple[float, float, float]], margin: float = 2.0) -> Window | None:
         """The pixel box covering the projections of head points."""
