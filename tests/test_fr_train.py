@@ -101,7 +101,7 @@ def test_lr_step_decay_and_warmup():
 # --------------------------------------------------------------------------- resume
 
 
-def test_resume_is_exact(data, tmp_path):
+def test_resume_is_exact(data, tmp_path, monkeypatch):
     """N steps straight == K steps, a kill two steps after the checkpoint, resume to N."""
     full = train_fr(data, tmp_path / "full", "tiny", {**FAST, "checkpoint_every": 100}, show_progress=False)
     assert full.steps == 18
@@ -143,8 +143,12 @@ def test_resume_is_exact(data, tmp_path):
     assert other.steps == 3
     c = load_checkpoint(tmp_path / "seed1" / "checkpoint.pt")
     assert not torch.equal(c["model"]["fc.weight"], a["model"]["fc.weight"])
+    decoded: list[int] = []
+    real_decode = TrainBatches._decode_all
+    monkeypatch.setattr(TrainBatches, "_decode_all", lambda self, show: decoded.append(1) or real_decode(self, show))
     again = train_fr(data, tmp_path / "full", "tiny", {**FAST, "checkpoint_every": 100}, show_progress=False)
     assert again.steps == 18 and math.isnan(again.loss)
+    assert decoded == []  # ... without decoding the training set first
 
     # the backbone loads for evaluation (strict) with the run's config
     model, run_cfg = load_backbone(tmp_path / "full")

@@ -79,8 +79,9 @@ class TrainBatches:
         if cache and need > CACHE_LIMIT_BYTES:
             ui.warn(f"{ds.root}: {need / 2**30:.1f} GiB decoded is too much to cache; streaming images instead")
             cache = False
-        if cache:
-            self._cache = self._decode_all(show_progress)
+        # decoded on the first epoch, not here: a finished run that is started again (the demo
+        # run twice) then finds its last checkpoint without decoding the whole set first
+        self._want_cache, self._show_progress = cache, show_progress
 
     def _decode_all(self, show_progress: bool) -> np.ndarray:
         # rows follow `pool`; `_row` maps a dataset position to its cache row
@@ -106,6 +107,8 @@ class TrainBatches:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's batches of `epoch` from step-in-epoch `start`: (uint8 B,S,S,3, int64 B)."""
+        if self._want_cache and self._cache is None:
+            self._cache = self._decode_all(self._show_progress)
         perm = self.order(epoch)
         steps = range(start, self.steps_per_epoch)
         shards = [perm[k * self.batch_size : (k + 1) * self.batch_size][self.rank :: self.world_size] for k in steps]
