@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -334,6 +335,36 @@ def test_interrupted_make_resumes_to_the_same_bytes(tmp_path: Path, monkeypatch:
     make_dataset(out, n_ids=4, per_id=3, seed=5, workers=1, resume=True)
     assert seen == [12 - 5]  # only the unfinished items were rendered
     assert _tree_digest(out) == _tree_digest(world)
+
+
+def test_a_killed_data_make_with_workers_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    """SIGKILL to the main process and both workers mid-run (workers write their own files,
+    the journal is buffered): `--resume` still ends with the bytes of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "fsbench.cli", "data", "make", "procedural", "--out", str(out),
+            "--ids", "20", "--per-id", "30", "--size", "64", "--seed", "5", "--workers", "2"]
+    journal = tmp_path / "killed.partial" / "manifest.jsonl"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while proc.poll() is None and not (journal.exists() and journal.stat().st_size > 0):
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the workers die too
+        proc.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    done = journal.read_text().count("\n")
+    assert 0 < done < 600
+    resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = tmp_path / "whole"
+    make_dataset(whole, n_ids=20, per_id=30, seed=5, size=64, workers=1)
+    assert _tree_digest(out) == _tree_digest(whole)
+    assert pd.read_csv(out / "manifest.csv").equals(pd.read_csv(whole / "manifest.csv"))
 
 
 def test_generator_plugin_and_presets(tmp_path: Path) -> None:
