@@ -268,6 +268,19 @@ def test_extending_a_finished_dataset_keeps_its_items_and_rows(tmp_path):
     assert ds.manifest.loc["p1/extra.png", "score"] == 0.1 + 0.2  # read back to the last bit
 
 
+def test_extending_keeps_numeric_looking_identities_as_names(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    w.add("007", "0.png", np.zeros((8, 8, 3), np.uint8), meta={"code": "0123"})
+    w.finalize()
+    w = DatasetWriter(out, resume=True)
+    w.add("008", "0.png", np.zeros((8, 8, 3), np.uint8), meta={"code": "0456"})
+    ds = w.finalize()
+    assert ds.info["identities"] == 2 and ds.identities == ["007", "008"]
+    text = (out / "manifest.csv").read_text().splitlines()
+    assert text == ["path,identity,code", "007/0.png,007,0123", "008/0.png,008,0456"]
+
+
 def test_writer_refuses_unsafe_names(tmp_path):
     w = DatasetWriter(tmp_path / "out")
     with pytest.raises(UsageError, match="invalid identity name '../evil'"):

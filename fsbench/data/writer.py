@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -107,16 +106,15 @@ class DatasetWriter:
     def _load_manifest(self, path: Path) -> None:
         import pandas as pd
 
-        try:
-            df = pd.read_csv(path)
+        try:  # as text: written back unchanged, and identity "007" stays "007", not 7
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
         except Exception as exc:  # pandas raises many types for a bad file
             raise DatasetError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})") from None
         if "path" not in df.columns:
             raise DatasetError(path, "manifest has no 'path' column")
         for row in df.to_dict("records"):
-            # a row without some column reads back as NaN there: drop it, as it was written
-            row = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-            if isinstance(row.get("path"), str) and (self.partial / row["path"]).exists():
+            row = {k: v for k, v in row.items() if v != ""}  # an empty cell: a value the row never had
+            if row.get("path") and (self.partial / row["path"]).exists():
                 self._rows[row["path"]] = row
 
     # ------------------------------------------------------------------ writing
