@@ -277,6 +277,7 @@ def test_extending_keeps_numeric_looking_identities_as_names(tmp_path):
     w.add("008", "0.png", np.zeros((8, 8, 3), np.uint8), meta={"code": "0456"})
     ds = w.finalize()
     assert ds.info["identities"] == 2 and ds.identities == ["007", "008"]
+    assert ds.manifest["identity"].tolist() == ["007", "008"]
     text = (out / "manifest.csv").read_text().splitlines()
     assert text == ["path,identity,code", "007/0.png,007,0123", "008/0.png,008,0456"]
 

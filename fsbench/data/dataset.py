@@ -218,7 +218,8 @@ def _read_manifest(root: Path, ds: FaceDataset):
         if not path.exists():
             continue
         try:
-            df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+            # path and identity are names: "0000045" (CASIA-WebFace's style) must not become 45
+            df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, dtype={"path": str, "identity": str})
         except Exception as exc:  # pandas raises many types for a bad file
             raise DatasetError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})") from None
         if "path" not in df.columns:
