@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,12 +76,7 @@ class FaceDataset:
             raise DatasetError(root, "not a folder (a dataset is root/<identity>/<image>)")
         info = _read_info(root)
         excluded = set(info.get("aux_dirs", ()))
-        # os.scandir: its entries know file from folder without a stat per file (Path.iterdir
-        # plus is_file stats each one, the bulk of opening a large dataset)
-        id_names = sorted(
-            e.name for e in os.scandir(root)
-            if e.is_dir() and not e.name.startswith((".", "_")) and e.name not in excluded
-        )
+        id_names = identity_folders(root, excluded)
         if not id_names:
             raise DatasetError(root, "empty dataset: no identity folders (expected root/<identity>/<image>)")
 
@@ -92,8 +87,7 @@ class FaceDataset:
         first: str | None = None
         for name in id_names:
             d = root / name
-            files = sorted(e.name for e in os.scandir(d)
-                           if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
+            files = image_files(d)
             if not files:
                 raise DatasetError(d, "identity folder has no images")
             kept = []
@@ -207,6 +201,24 @@ def _read_info(root: Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise DatasetError(path, "must hold a JSON object")
     return info
+
+
+# The folder layout, in one place for the reader and the writer. os.scandir: its entries
+# know file from folder without a stat per file (Path.iterdir plus is_file stats each one,
+# the bulk of opening a large dataset).
+
+
+def identity_folders(root: str | Path, excluded: Collection[str] = ()) -> list[str]:
+    """Names of `root`'s identity folders, sorted: every folder but hidden ones (``.``, ``_``)
+    and the aux folders (masks, regions, ...) named in `excluded`."""
+    return sorted(e.name for e in os.scandir(root)
+                  if e.is_dir() and not e.name.startswith((".", "_")) and e.name not in excluded)
+
+
+def image_files(folder: str | Path) -> list[str]:
+    """Names of the image files in an identity folder, sorted."""
+    return sorted(e.name for e in os.scandir(folder)
+                  if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
 
 
 def _read_manifest(root: Path, ds: FaceDataset):

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from fsbench.data.dataset import INFO_NAME, FaceDataset
-from fsbench.data.images import IMAGE_SUFFIXES, encode_image, encoded_size
+from fsbench.data.dataset import INFO_NAME, FaceDataset, identity_folders, image_files
+from fsbench.data.images import encode_image, encoded_size
 from fsbench.errors import DatasetError, UsageError
 
 ROWS_NAME = "manifest.jsonl"  # append-only journal inside the .partial folder
@@ -191,15 +191,17 @@ class DatasetWriter:
         """Remove images whose row never reached the journal: written by a worker just before
         a kill, then not redone because the resumed run asked for fewer items. The dataset is
         its folder tree, so left there they would become items without a manifest row."""
-        for folder in os.scandir(self._root):
-            if not folder.is_dir() or folder.name in self.aux_dirs or folder.name.startswith((".", "_")):
-                continue
-            names = os.listdir(folder.path)
-            stray = [n for n in names if f"{folder.name}/{n}" not in self._rows and Path(n).suffix.lower() in IMAGE_SUFFIXES]
-            for name in stray:
-                os.unlink(f"{folder.path}/{name}")
-            if len(stray) == len(names):
-                os.rmdir(folder.path)
+        for name in identity_folders(self._root, self.aux_dirs):
+            folder = f"{self._root}/{name}"
+            images = image_files(folder)
+            stray = [image for image in images if f"{name}/{image}" not in self._rows]
+            for image in stray:
+                os.unlink(f"{folder}/{image}")
+            if len(stray) == len(images):  # no image left (or none ever: a kill after its mkdir)
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass  # other files in it: not ours to remove, and FaceDataset.open will say so
 
     def close(self) -> None:
         """Stop without finalizing: the .partial folder stays for a later resume."""

@@ -94,6 +94,7 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     """Write one protocol's folder atomically (temporary name, then rename)."""
     import pandas as pd
 
+    from fsbench.data import write_item
     from fsbench.data.binpack import write_bin
     from generators.procedural.make import run_jobs
 
@@ -107,13 +108,9 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     jobs = [bench_job(seed, protocol, i, j, size, strengths) for i, j in keys]
     encoded: dict[tuple[int, int], bytes] = {}
     rows = []
-    made: set[str] = set()
     rendered = ui.track(run_jobs(jobs, workers), f"benchmark {protocol}", total=len(jobs))
     for (i, j), (ident, name, jpeg, _aux, row) in zip(keys, rendered):
-        if ident not in made:
-            (tmp / "images" / ident).mkdir()
-            made.add(ident)
-        (tmp / "images" / ident / name).write_bytes(jpeg)
+        write_item(tmp / "images", ident, name, jpeg)
         encoded[(i, j)] = jpeg
         rows.append({"path": f"images/{ident}/{name}", **row})
     pd.DataFrame(rows).to_csv(tmp / "manifest.csv", index=False)
