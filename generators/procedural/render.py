@@ -165,9 +165,9 @@ class _Canvas:
         self.label = np.empty((size, size), np.uint8)
         # image -> de-rolled view coordinates (head centre at the origin): an outer sum of two axes
         _canvas_px(planes, self.label, dv * (sr * k), du * (cr * k), dv * (cr * k), du * (-sr * k))
-        self.albedo, self.normal, self.lit, self.pu, self.pv = planes[0:3], planes[3:6], planes[6], planes[7], planes[8]
-        # what every kernel receives
-        self.maps = (self.albedo, self.normal, self.label, self.lit, self.pu, self.pv,
+        self.pv = planes[8]  # `rows_below` reads it
+        # what every kernel receives: albedo, normal, label, lit, pu, pv, hx, hy, front, depth
+        self.maps = (planes[0:3], planes[3:6], self.label, planes[6], planes[7], self.pv,
                      planes[9], planes[10], planes[11], planes[12])
 
     def window(self, pts: list[tuple[float, float, float]], margin: float = 2.0) -> Window | None:
