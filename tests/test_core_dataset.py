@@ -358,3 +358,46 @@ def test_finalize_opens_with_the_sizes_it_wrote(tmp_path, monkeypatch):
     w = DatasetWriter(tmp_path / "resumed", resume=True)
     w.add("a", "1.jpg", jpeg(24, 16))
     assert w.finalize().image_size == (24, 16) and read == ["0.jpg"]
+
+
+def test_jpeg_encoding_decodes_close_to_its_input_in_colour_and_grey():
+    """`encode_image(..., ".jpg")` (libjpeg-turbo via simplejpeg, 4:2:0) is a plain JPEG:
+    Pillow decodes it, sizes read from its header, and a smooth image comes back within a
+    few grey levels (the error shrinks as quality rises)."""
+    import io
+
+    from fsbench.data.images import encode_image, encoded_size
+
+    y, x = np.mgrid[0:37, 0:53]
+    rgb = np.stack([x * 4, y * 6, (x + y) * 2], -1).astype(np.uint8)  # smooth ramps, odd sizes
+    errors = []
+    for quality in (40, 95):
+        data = encode_image(rgb, ".jpg", quality)
+        back = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+        assert back.shape == rgb.shape and encoded_size(data) == (37, 53)
+        errors.append(np.abs(back - rgb).mean())
+    assert errors[1] < 1.5 and errors[1] < errors[0]
+    grey = (x * 4).astype(np.uint8)
+    for array in (grey, grey[..., None]):
+        im = Image.open(io.BytesIO(encode_image(array, ".jpeg", 90)))
+        assert im.mode == "L" and np.abs(np.asarray(im).astype(int) - grey).mean() < 1.5
+    assert encode_image(rgb, ".jpg", 90) == encode_image(rgb.copy(), ".jpg", 90)  # deterministic
+    assert encode_image(rgb[:, ::2], ".jpg", 90)  # a strided view is made contiguous first
+    with pytest.raises(ValueError, match="shape"):
+        encode_image(np.zeros((8, 8, 4), np.uint8), ".jpg")
+
+
+def test_manifest_matches_pandas_and_keeps_gaps_empty(tmp_path):
+    """finalize writes manifest.csv with the csv module: the same bytes as pandas' to_csv for
+    complete rows; a key some rows lack becomes an empty cell (and integers stay integers)."""
+    from fsbench.data.writer import _write_manifest
+
+    rng = np.random.default_rng(3)
+    rows = [{"path": f"a/{k}.jpg", "identity": "a", "yaw": float(rng.normal() * 30), "q": int(rng.integers(35, 96)),
+             "tiny": float(rng.uniform() * 1e-6), "flag": bool(k % 2), "note": 'x, "quoted"' if k == 3 else "plain"}
+            for k in range(40)]
+    _write_manifest(tmp_path / "m.csv", rows)
+    assert (tmp_path / "m.csv").read_text() == pd.DataFrame(rows).to_csv(index=False)
+    gappy = [{"path": "a/0.jpg", "n": 3}, {"path": "a/1.jpg", "extra": "e"}, {"path": "a/2.jpg", "n": 5, "none": None}]
+    _write_manifest(tmp_path / "g.csv", gappy)
+    assert (tmp_path / "g.csv").read_text() == "path,n,extra,none\na/0.jpg,3,,\na/1.jpg,,e,\na/2.jpg,5,,\n"

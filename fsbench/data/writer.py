@@ -18,6 +18,7 @@ encoded bytes), so opening the finished dataset does not read every file's heade
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import os
@@ -158,8 +159,6 @@ class DatasetWriter:
 
     def finalize(self) -> FaceDataset:
         """Write manifest.csv and dataset.json, then move the folder into place atomically."""
-        import pandas as pd
-
         import fsbench
 
         self._journal.close()
@@ -167,7 +166,7 @@ class DatasetWriter:
         if not rows:
             raise UsageError(f"{self.out_dir}: nothing was written")
         self._drop_unrecorded_images()
-        pd.DataFrame(rows).to_csv(self.partial / MANIFEST_NAME, index=False)
+        _write_manifest(self.partial / MANIFEST_NAME, rows)
         info = {
             **self.info,
             "aux_dirs": list(self.aux_dirs),
@@ -266,6 +265,19 @@ def _write_file(folder: str, name: str, data: bytes | bytearray) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
+
+
+def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One CSV row per item, columns in the order keys first appear, a missing value empty.
+
+    The csv module rather than pandas: `DataFrame(rows).to_csv` costs ~70 us a row, about
+    as much as the main process spends on everything else an item needs, and it would
+    turn a column of integers with a gap into floats."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(columns)
+        out.writerows([row.get(key) for key in columns] for row in rows)  # None: an empty cell
 
 
 def _jsonable(value: Any) -> Any:

@@ -82,11 +82,8 @@ def _png(arr: np.ndarray) -> bytes:
 
 def warm_caches(size: int = 112) -> None:
     """Everything a render lazily builds or imports, done now: call it before forking workers."""
-    from PIL import Image
-
     render_warm_caches(size)
     region_strip(np.zeros((size, size, 3), np.uint8), np.zeros((size, size), np.uint8))  # load its kernel
-    Image.preinit()  # the JPEG plugin
 
 
 @functools.lru_cache(maxsize=8)
