@@ -390,14 +390,14 @@ def test_jpeg_encoding_decodes_close_to_its_input_in_colour_and_grey():
 def test_manifest_matches_pandas_and_keeps_gaps_empty(tmp_path):
     """finalize writes manifest.csv with the csv module: the same bytes as pandas' to_csv for
     complete rows; a key some rows lack becomes an empty cell (and integers stay integers)."""
-    from fsbench.data.writer import _write_manifest
+    from fsbench.data.writer import write_csv
 
     rng = np.random.default_rng(3)
     rows = [{"path": f"a/{k}.jpg", "identity": "a", "yaw": float(rng.normal() * 30), "q": int(rng.integers(35, 96)),
              "tiny": float(rng.uniform() * 1e-6), "flag": bool(k % 2), "note": 'x, "quoted"' if k == 3 else "plain"}
             for k in range(40)]
-    _write_manifest(tmp_path / "m.csv", rows)
+    write_csv(tmp_path / "m.csv", rows)
     assert (tmp_path / "m.csv").read_text() == pd.DataFrame(rows).to_csv(index=False)
     gappy = [{"path": "a/0.jpg", "n": 3}, {"path": "a/1.jpg", "extra": "e"}, {"path": "a/2.jpg", "n": 5, "none": None}]
-    _write_manifest(tmp_path / "g.csv", gappy)
+    write_csv(tmp_path / "g.csv", gappy)
     assert (tmp_path / "g.csv").read_text() == "path,n,extra,none\na/0.jpg,3,,\na/1.jpg,,e,\na/2.jpg,5,,\n"

@@ -221,21 +221,28 @@ def image_files(folder: str | Path) -> list[str]:
                   if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
 
 
-def _read_manifest(root: Path, ds: FaceDataset):
-    """The manifest aligned row-for-row with `ds.items` (rows for skipped images dropped)."""
+def read_manifest_table(path: Path, **read_csv: Any):
+    """A manifest file (CSV, or parquet by its suffix) as a DataFrame with a 'path' column;
+    `read_csv` options go to pandas for a CSV. A bad file is a DatasetError naming it."""
     import pandas as pd
 
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, **read_csv)
+    except Exception as exc:  # pandas raises many types for a bad file
+        raise DatasetError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})") from None
+    if "path" not in df.columns:
+        raise DatasetError(path, "manifest has no 'path' column")
+    return df
+
+
+def _read_manifest(root: Path, ds: FaceDataset):
+    """The manifest aligned row-for-row with `ds.items` (rows for skipped images dropped)."""
     for name in MANIFEST_NAMES:
         path = root / name
         if not path.exists():
             continue
-        try:
-            # path and identity are names: "0000045" (CASIA-WebFace's style) must not become 45
-            df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, dtype={"path": str, "identity": str})
-        except Exception as exc:  # pandas raises many types for a bad file
-            raise DatasetError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})") from None
-        if "path" not in df.columns:
-            raise DatasetError(path, "manifest has no 'path' column")
+        # path and identity are names: "0000045" (CASIA-WebFace's style) must not become 45
+        df = read_manifest_table(path, dtype={"path": str, "identity": str})
         df = df.drop_duplicates("path").set_index("path")
         on_disk = {it.path for it in ds.items} | {p for p, _ in ds.skipped}
         missing = [p for p in df.index if p not in on_disk]

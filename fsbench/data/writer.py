@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from fsbench.data.dataset import INFO_NAME, FaceDataset, identity_folders, image_files
+from fsbench.data.dataset import INFO_NAME, FaceDataset, identity_folders, image_files, read_manifest_table
 from fsbench.data.images import encode_image, encoded_size
-from fsbench.errors import DatasetError, UsageError
+from fsbench.errors import UsageError
 
 ROWS_NAME = "manifest.jsonl"  # append-only journal inside the .partial folder
 MANIFEST_NAME = "manifest.csv"
@@ -105,14 +105,8 @@ class DatasetWriter:
                 f.write("\n")  # end that cut line, or the next row would be appended to it and lost
 
     def _load_manifest(self, path: Path) -> None:
-        import pandas as pd
-
-        try:  # as text: written back unchanged, and identity "007" stays "007", not 7
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except Exception as exc:  # pandas raises many types for a bad file
-            raise DatasetError(path, f"unreadable manifest ({exc.__class__.__name__}: {exc})") from None
-        if "path" not in df.columns:
-            raise DatasetError(path, "manifest has no 'path' column")
+        # as text: written back unchanged, and identity "007" stays "007", not 7
+        df = read_manifest_table(path, dtype=str, keep_default_na=False)
         for row in df.to_dict("records"):
             row = {k: v for k, v in row.items() if v != ""}  # an empty cell: a value the row never had
             if row.get("path") and (self.partial / row["path"]).exists():
@@ -166,7 +160,7 @@ class DatasetWriter:
         if not rows:
             raise UsageError(f"{self.out_dir}: nothing was written")
         self._drop_unrecorded_images()
-        _write_manifest(self.partial / MANIFEST_NAME, rows)
+        write_csv(self.partial / MANIFEST_NAME, rows)
         info = {
             **self.info,
             "aux_dirs": list(self.aux_dirs),
@@ -267,8 +261,9 @@ def _write_file(folder: str, name: str, data: bytes | bytearray) -> None:
         os.close(fd)
 
 
-def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
-    """One CSV row per item, columns in the order keys first appear, a missing value empty.
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """One CSV row per dict (a manifest: one per item), columns in the order keys first
+    appear, a missing value empty; for complete rows the bytes of pandas' `to_csv(index=False)`.
 
     The csv module rather than pandas: `DataFrame(rows).to_csv` costs ~70 us a row, about
     as much as the main process spends on everything else an item needs, and it would

@@ -92,10 +92,9 @@ def _settings(seed: int, size: int, pairs: int, strengths: Strengths) -> dict:
 def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: int, workers: int | None,
                     strengths: Strengths = DEFAULT_STRENGTHS) -> Path:
     """Write one protocol's folder atomically (temporary name, then rename)."""
-    import pandas as pd
-
     from fsbench.data import write_item
     from fsbench.data.binpack import write_bin
+    from fsbench.data.writer import write_csv
     from generators.procedural.make import run_jobs
 
     final = root / protocol
@@ -113,14 +112,13 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
         write_item(tmp / "images", ident, name, jpeg)
         encoded[(i, j)] = jpeg
         rows.append({"path": f"images/{ident}/{name}", **row})
-    pd.DataFrame(rows).to_csv(tmp / "manifest.csv", index=False)
+    write_csv(tmp / "manifest.csv", rows)
 
     def rel(i: int, j: int) -> str:
         return f"images/{identity_name(i)}/{image_name(j)}"
 
-    pd.DataFrame(
-        [{"path_a": rel(a, ia), "path_b": rel(b, ib), "same": int(same), "fold": fold} for a, ia, b, ib, same, fold in plan]
-    ).to_csv(tmp / "pairs.csv", index=False)
+    write_csv(tmp / "pairs.csv",
+              [{"path_a": rel(a, ia), "path_b": rel(b, ib), "same": int(same), "fold": fold} for a, ia, b, ib, same, fold in plan])
     bins = [encoded[(a, ia)] if t == 0 else encoded[(b, ib)] for a, ia, b, ib, _s, _f in plan for t in (0, 1)]
     write_bin(tmp / f"{protocol}.bin", bins, [p[4] for p in plan])
     (tmp / "bench.json").write_text(json.dumps(_settings(seed, size, pairs, strengths), indent=2) + "\n")
