@@ -10,18 +10,18 @@ import pytest
 
 from generators.procedural import pixel
 from generators.procedural.params import draw_nuisance
-from generators.procedural.render import _blur_taps, _Canvas
+from generators.procedural.render import _blur_taps, _Camera, camera, surface
 
 
-def _camera(yaw: float, pitch: float, roll: float) -> _Canvas:
-    return _Canvas(64, replace(draw_nuisance(0, 0, 0), yaw=yaw, pitch=pitch, roll=roll))
+def _camera(yaw: float, pitch: float, roll: float) -> _Camera:
+    return camera(replace(draw_nuisance(0, 0, 0), yaw=yaw, pitch=pitch, roll=roll), 64)
 
 
 @pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (35.0, -12.0), (-70.0, 20.0)])
 def test_ray_hits_the_ellipsoid_front_and_normal_is_its_gradient(yaw: float, pitch: float) -> None:
     cv = _camera(yaw, pitch, 7.0)
     centre, axes = (0.05, -0.1, 0.02), (0.6, 0.8, 0.7)
-    q = cv.surface(centre, axes)
+    q = surface(cv, centre, axes)
     M = cv.M  # view -> head
     rng = np.random.default_rng(1)
     hits = misses = 0

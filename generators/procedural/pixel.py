@@ -8,11 +8,11 @@ The helpers below are small enough that LLVM inlines them into every kernel.
 Conventions shared by all kernels:
 
 - the canvas is the tuple ``(albedo, normal, label, lit, pu, pv, hx, hy, front, depth)``
-  (see `render._Canvas`): albedo and normal are (3, size, size) float32 planes (rows of one
+  (see `render._Camera`): albedo and normal are (3, size, size) float32 planes (rows of one
   channel are contiguous, so the compiler can vectorise whole-image passes), label uint8
   class indices, the rest (size, size) float32;
 - a surface (ellipsoid seen by the camera) is a float64 vector of `SURFACE` coefficients
-  made by `render._Canvas.surface`: the ray-cast quadratic, then the 3x4 normal matrix;
+  made by `render.surface`: the ray-cast quadratic, then the 3x4 normal matrix;
 - arithmetic is float64 (Python floats are), storage float32.
 """
 

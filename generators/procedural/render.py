@@ -8,11 +8,13 @@ lips, moles, beard and glasses are painted in the head's own frontal coordinates
 each ray's hit point, so they move with the surface. Hair and hats are shells slightly
 larger than the cranium, cut by a hairline.
 
-Each layer is two halves: plain Python that folds the geometry into a few coefficients
-and finds the pixel window the layer can reach, then a compiled kernel (numba, see
-`pixel.py`) that does the layer's per-pixel work over that window in one loop. The world
-is rendered by the hundred thousand, and at 112 px a numpy version spends its time in the
-~1,500 array calls a face needs, not in the arithmetic.
+Each layer is two halves: its geometry, which folds the identity and the camera into a few
+coefficients and finds the pixel window the layer can reach, then a kernel (see
+`pixel.py`) that does the layer's per-pixel work over that window in one loop. Both are
+compiled with numba and `render` makes one call into them a face: the world is rendered by
+the hundred thousand, and at 112 px a numpy version spends its time in the ~1,500 array
+calls a face needs, and a Python version of the geometry ~0.3 ms a face (a quarter of the
+render) in attribute lookups and kernel dispatch.
 
 Features that come in mirror pairs (eyes, brows, nostrils, nose wings, cheek folds,
 dimples, lenses) are painted once, for both sides, in mirrored head coordinates |x|.
@@ -24,12 +26,14 @@ Label map: CelebAMask-HQ's 19 classes, in `CLASSES` order. ``l_*`` is the subjec
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
-from generators.procedural.params import BALD, BUZZ, CURLY, LONG, MEDIUM, TIED, Identity, Nuisance
+from generators.procedural.params import BALD, BUZZ, CURLY, HAIR_STYLES, LONG, MEDIUM, TIED, Identity, Nuisance
 from generators.procedural.pixel import (
     SURFACE,
     claim,
@@ -57,7 +61,6 @@ HEAD_V = 0.0  # where the cranium centre sits vertically (image units, down posi
 CRANIUM_CY = -0.05  # cranium centre in head coordinates (y down); the jaw hangs below it
 F32 = np.float32
 
-Window = tuple[int, int, int, int]  # rows r0:r1, columns c0:c1
 
 # classes the nose may cover (it protrudes over the face, never over hair or background)
 _UNDER_NOSE = np.zeros(len(CLASSES), np.bool_)
@@ -66,7 +69,8 @@ _UNDER_NOSE[[SKIN, L_EYE, R_EYE, U_LIP, L_LIP, L_BROW, R_BROW]] = True
 _UNDER_GLASSES = np.ones(len(CLASSES), np.bool_)
 _UNDER_GLASSES[[BG, HAIR, NECK, CLOTH]] = False
 # the hair's reach down the side of the head, by style (normalised cranium units)
-_HAIR_SIDE = {BUZZ: 0.02, MEDIUM: 0.55, LONG: 1.0, TIED: 0.05, CURLY: 0.35}
+_HAIR_SIDE = tuple({BUZZ: 0.02, MEDIUM: 0.55, LONG: 1.0, TIED: 0.05, CURLY: 0.35}.get(style, 0.05)
+                   for style in range(len(HAIR_STYLES)))
 
 
 @lru_cache(maxsize=8)
@@ -99,15 +103,18 @@ def warm_caches(size: int = 112) -> None:
         render(ident, nz, size)
 
 
-def _surface_z(ident: Identity, x: float, y: float) -> float:
+# The scene's geometry is compiled too, without fastmath: one call renders a face (numba's
+# dispatch and Python's attribute lookups cost ~0.3 ms a face when each layer's geometry ran
+# as Python), and IEEE arithmetic keeps every coefficient and window what Python computed.
+geometry = njit(cache=True, nogil=True, error_model="numpy")
+
+
+@geometry
+def _surface_z(ident, x, y):
     """Depth of the cranium's front surface at head point (x, y): for bounding boxes."""
     a, b, c = ident.head_w, ident.head_h, ident.head_w * 1.15
     t = 1 - (x / a) ** 2 - ((y - CRANIUM_CY) / b) ** 2
     return c * math.sqrt(max(t, 0.0))
-
-
-def _rgb(col) -> tuple[float, float, float]:
-    return float(col[0]), float(col[1]), float(col[2])
 
 
 @kernel
@@ -132,8 +139,8 @@ def _canvas_px(planes, label, pu_rows, pu_cols, pv_rows, pv_cols):
             pv_row[j] = pv_rows[i] + pv_cols[j]
 
 
-class _Canvas:
-    """Albedo, normals and labels being composited, plus the camera of one image.
+class _Camera(NamedTuple):
+    """One image's camera and the canvas being composited: what every layer receives.
 
     Normals are stored unnormalised (any positive scale of a surface gradient); `_finish`
     normalises once per pixel instead of once per layer. Head coordinates (hx, hy), the
@@ -141,83 +148,100 @@ class _Canvas:
     the head they stay parked far from every feature (hy = 9, front = 0).
     """
 
-    def __init__(self, size: int, nz: Nuisance) -> None:
-        self.size = size
-        c = _axis(size)
-        yaw, pitch, roll = (math.radians(v) for v in (nz.yaw, nz.pitch, nz.roll))
-        self.zoom = ZOOM * nz.scale
-        cr, sr = math.cos(roll), math.sin(roll)
-        k = 1.0 / self.zoom
-        du = c - nz.shift_x  # along columns
-        dv = c - (nz.shift_y + HEAD_V)  # along rows
-        self.roll = (cr, sr)
-        self.shift = (nz.shift_x, nz.shift_y + HEAD_V)
-        cy, sy = math.cos(yaw), math.sin(yaw)
-        cp, sp = math.cos(pitch), math.sin(pitch)
-        # head -> view: pitch after yaw, R = Rx(pitch) Ry(yaw)
-        self.R: list[list[float]] = [[cy, 0.0, sy], [sp * sy, cp, -sp * cy], [-cp * sy, sp, cp * cy]]
-        self.M = np.array(self.R).T.copy()  # view -> head: R^T
-        self.px = 2.0 / (size * self.zoom)  # one pixel in head units
-        # every float map in one block, filled by one kernel (a dozen numpy fills cost more
-        # than the rest of a layer's Python): albedo 0-2 (the background covers it), normal
-        # 3-5, lit, pu, pv, hx, hy, front, depth
-        planes = np.empty((13, size, size), F32)
-        self.label = np.empty((size, size), np.uint8)
-        # image -> de-rolled view coordinates (head centre at the origin): an outer sum of two axes
-        _canvas_px(planes, self.label, dv * (sr * k), du * (cr * k), dv * (cr * k), du * (-sr * k))
-        self.pv = planes[8]  # `rows_below` reads it
-        # what every kernel receives: albedo, normal, label, lit, pu, pv, hx, hy, front, depth
-        self.maps = (planes[0:3], planes[3:6], self.label, planes[6], planes[7], self.pv,
-                     planes[9], planes[10], planes[11], planes[12])
+    size: int
+    R: np.ndarray  # head -> view, R = Rx(pitch) Ry(yaw)
+    M: np.ndarray  # view -> head: R^T
+    zoom: float
+    roll_c: float
+    roll_s: float
+    shift_u: float
+    shift_v: float
+    px: float  # one pixel in head units
+    maps: tuple  # albedo, normal, label, lit, pu, pv, hx, hy, front, depth
 
-    def window(self, pts: list[tuple[float, float, float]], margin: float = 2.0) -> Window | None:
-        """The pixel box covering the projections of head points."""
-        (r00, r01, r02), (r10, r11, r12), _ = self.R
-        return self.box([r00 * x + r01 * y + r02 * z for x, y, z in pts],
-                        [r10 * x + r11 * y + r12 * z for x, y, z in pts], margin)
 
-    def box(self, us: list[float], vs: list[float], margin: float = 2.0) -> Window | None:
-        """The pixel box covering view-plane points (u, v) (head units, before roll).
+@geometry
+def _camera(size, nrec, axis):
+    nz = nrec[0]
+    yaw, pitch, roll = math.radians(nz.yaw), math.radians(nz.pitch), math.radians(nz.roll)
+    zoom = ZOOM * nz.scale
+    cr, sr = math.cos(roll), math.sin(roll)
+    k = 1.0 / zoom
+    su, sv = nz.shift_x, nz.shift_y + HEAD_V
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    R = np.empty((3, 3))
+    R[0, 0], R[0, 1], R[0, 2] = cy, 0.0, sy
+    R[1, 0], R[1, 1], R[1, 2] = sp * sy, cp, -sp * cy
+    R[2, 0], R[2, 1], R[2, 2] = -cp * sy, sp, cp * cy
+    M = R.T.copy()
+    # every float map in one block: albedo 0-2 (the background covers it), normal 3-5, lit,
+    # pu, pv, hx, hy, front, depth
+    planes = np.empty((13, size, size), np.float32)
+    label = np.empty((size, size), np.uint8)
+    # image -> de-rolled view coordinates (head centre at the origin): an outer sum of two
+    # axes, in float32 as numpy computes `axis - shift`
+    du = axis - np.float32(su)  # along columns
+    dv = axis - np.float32(sv)  # along rows
+    _canvas_px(planes, label, dv * np.float32(sr * k), du * np.float32(cr * k), dv * np.float32(cr * k),
+               du * np.float32(-sr * k))
+    maps = (planes[0:3], planes[3:6], label, planes[6], planes[7], planes[8], planes[9], planes[10], planes[11],
+            planes[12])
+    return _Camera(size, R, M, zoom, cr, sr, su, sv, 2.0 / (size * zoom), maps)
 
-        One plain loop: it runs a dozen times a face, and list comprehensions plus min and
-        max cost more than the arithmetic."""
-        cr, sr = self.roll
-        z, half = self.zoom, self.size / 2
-        su, sv = self.shift
-        rmin = cmin = math.inf
-        rmax = cmax = -math.inf
-        for u, v in zip(us, vs):
-            col = ((cr * u - sr * v) * z + su + 1) * half - 0.5
-            row = ((sr * u + cr * v) * z + sv + 1) * half - 0.5
-            if col < cmin:
-                cmin = col
-            if col > cmax:
-                cmax = col
-            if row < rmin:
-                rmin = row
-            if row > rmax:
-                rmax = row
-        r0 = max(math.floor(rmin - margin), 0)
-        r1 = min(math.ceil(rmax + margin) + 1, self.size)
-        c0 = max(math.floor(cmin - margin), 0)
-        c1 = min(math.ceil(cmax + margin) + 1, self.size)
-        if r1 <= r0 or c1 <= c0:
-            return None
-        return r0, r1, c0, c1
 
-    def rows_below(self, v0: float) -> Window | None:
-        """The rows holding any pixel with pv > v0 (pv grows down the rows: |roll| < 90 degrees)."""
-        pv = self.pv
-        # pv is linear along a row, so its largest value sits at one end of it
-        r0 = min(int(np.searchsorted(pv[:, 0], v0, "right")), int(np.searchsorted(pv[:, -1], v0, "right")))
-        if r0 >= self.size:
-            return None
-        return r0, self.size, 0, self.size
+@geometry
+def _window(cv, pts, margin=2.0):
+    """The pixel box covering the projections of head points (x, y, z)."""
+    R = cv.R
+    n = len(pts)
+    us, vs = np.empty(n), np.empty(n)
+    for k in range(n):
+        x, y, z = pts[k]
+        us[k] = R[0, 0] * x + R[0, 1] * y + R[0, 2] * z
+        vs[k] = R[1, 0] * x + R[1, 1] * y + R[1, 2] * z
+    return _box(cv, us, vs, margin)
 
-    def surface(self, centre: tuple[float, float, float], axes: tuple[float, float, float]) -> np.ndarray:
-        """The `SURFACE` coefficients of an ellipsoid (head space) as this camera sees it."""
-        return _surface(self.M, (float(centre[0]), float(centre[1]), float(centre[2])),
-                        (float(axes[0]), float(axes[1]), float(axes[2])), self.px)
+
+@geometry
+def _box(cv, us, vs, margin=2.0):
+    """The pixel box covering view-plane points (u, v) (head units, before roll); empty
+    (0, 0, 0, 0) when it misses the image."""
+    cr, sr = cv.roll_c, cv.roll_s
+    z, half = cv.zoom, cv.size / 2
+    rmin = cmin = math.inf
+    rmax = cmax = -math.inf
+    for k in range(len(us)):
+        u, v = us[k], vs[k]
+        col = ((cr * u - sr * v) * z + cv.shift_u + 1) * half - 0.5
+        row = ((sr * u + cr * v) * z + cv.shift_v + 1) * half - 0.5
+        cmin, cmax = min(cmin, col), max(cmax, col)
+        rmin, rmax = min(rmin, row), max(rmax, row)
+    r0 = max(math.floor(rmin - margin), 0)
+    r1 = min(math.ceil(rmax + margin) + 1, cv.size)
+    c0 = max(math.floor(cmin - margin), 0)
+    c1 = min(math.ceil(cmax + margin) + 1, cv.size)
+    if r1 <= r0 or c1 <= c0:
+        return (0, 0, 0, 0)
+    return (r0, r1, c0, c1)
+
+
+@geometry
+def _rows_below(cv, v0):
+    """The rows holding any pixel with pv > v0 (pv grows down the rows: |roll| < 90 degrees)."""
+    pv = cv.maps[5]
+    # pv is linear along a row, so its largest value sits at one end of it
+    v = np.float32(v0)  # numpy compares a float32 array with a float at float32
+    r0 = min(np.searchsorted(pv[:, 0], v, side="right"), np.searchsorted(pv[:, -1], v, side="right"))
+    if r0 >= cv.size:
+        return (0, 0, 0, 0)
+    return (r0, cv.size, 0, cv.size)
+
+
+@geometry
+def surface(cv, centre, axes):
+    """The `SURFACE` coefficients of an ellipsoid (head space) as this camera sees it."""
+    return _surface(cv.M, centre, axes, cv.px)
 
 
 @kernel
@@ -261,47 +285,74 @@ def _surface(M, centre, axes, px):
 # --------------------------------------------------------------------------- the scene
 
 
+# Identity and nuisance reach the compiled scene as numpy records (attribute access, and
+# ~0.5 us to pass where a namedtuple of 60 fields costs 6 us); moles, a variable-length
+# list, as a (3, n) array of x, y, radius.
+_MOLES = ("mole_x", "mole_y", "mole_r")
+_IDENTITY_FIELDS = tuple(f.name for f in fields(Identity) if f.name not in _MOLES)
+_NUISANCE_FIELDS = tuple(f.name for f in fields(Nuisance))
+_IDENTITY_RECORD = np.dtype([(name, np.float64) for name in _IDENTITY_FIELDS])
+_NUISANCE_RECORD = np.dtype([(name, np.float64) for name in _NUISANCE_FIELDS])
+
+
 def render(ident: Identity, nz: Nuisance, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 (size, size, 3) RGB, uint8 (size, size) class indices)."""
-    cv = _Canvas(size, nz)
+    moles = np.array([getattr(ident, name) for name in _MOLES], np.float64).reshape(3, -1)
+    taps = _blur_taps(round(nz.blur * size / 112, 3))  # sigma to 1e-3: a cache key, far below visible
+    return _render(_record(ident, _IDENTITY_FIELDS, _IDENTITY_RECORD), moles, _record(nz, _NUISANCE_FIELDS, _NUISANCE_RECORD),
+                   size, _axis(size), _bank(), taps)
+
+
+def camera(nz: Nuisance, size: int) -> _Camera:
+    """One image's camera over a blank canvas, as `render` starts it (for tests and tools)."""
+    return _camera(size, _record(nz, _NUISANCE_FIELDS, _NUISANCE_RECORD), _axis(size))
+
+
+def _record(obj: Identity | Nuisance, names: tuple[str, ...], dtype: np.dtype) -> np.ndarray:
+    return np.array([getattr(obj, name) for name in names], np.float64).view(dtype)
+
+
+@geometry
+def _render(irec, moles, nrec, size, axis, bank, taps):
+    ident, nz = irec[0], nrec[0]
+    cv = _camera(size, nrec, axis)
     age = ident.base_age + nz.age_delta
     grey = min(max((age - 42) / 35, 0.0), 0.85)
-    hair_rgb = tuple(h * (1 - grey) + g * grey for h, g in zip((ident.hair_r, ident.hair_g, ident.hair_b), (0.72, 0.72, 0.70)))
+    hair = (ident.hair_r * (1 - grey) + 0.72 * grey, ident.hair_g * (1 - grey) + 0.72 * grey,
+            ident.hair_b * (1 - grey) + 0.70 * grey)
     skin = (ident.skin_r, ident.skin_g, ident.skin_b)
     yaw_s = math.sin(math.radians(nz.yaw))
 
-    _background(cv, nz)
+    _background(cv, nz, axis)
     _cloth_neck(cv, ident, nz, skin)
     if ident.hair_style == LONG:
-        _long_hair(cv, ident, hair_rgb)
+        _long_hair(cv, ident, hair)
     if ident.hair_style == TIED:
-        _bun(cv, ident, hair_rgb)
+        _bun(cv, ident, hair)
     ears = _ears(cv, ident, nz)
     for ear in ears:
-        if not ear["near"]:
+        if not ear[5]:
             _paint_ear(cv, ear, skin)
 
-    W = _head_window(cv, ident)
-    if W is None:
-        raise RuntimeError("head outside the image")  # cannot happen with the framing above
-    _head(cv, ident, skin, _head_window(cv, ident, hair=False))
-    _face_details(cv, ident, skin, age)
-    _eyes_brows(cv, ident, nz, hair_rgb)
+    W = _head_window(cv, ident, True)
+    _head(cv, ident, skin, _head_window(cv, ident, False), bank)
+    _face_details(cv, ident, moles, skin, age)
+    _eyes_brows(cv, ident, nz, hair)
     _mouth(cv, ident, nz, skin)
     _nose(cv, ident, skin)
     for ear in ears:
-        if ear["near"]:
+        if ear[5]:
             _paint_ear(cv, ear, skin)
-    _hair(cv, ident, nz, hair_rgb, W)
+    _hair(cv, ident, nz, hair, W)
     if ident.earrings:
         for ear in ears:
-            if ear["near"] or abs(yaw_s) < 0.3:
+            if ear[5] or abs(yaw_s) < 0.3:
                 _earring(cv, ear)
     if nz.glasses:
         _glasses(cv, ident, nz)
     if nz.hat:
         _hat(cv, ident, nz, W)
-    return _finish(cv, nz), cv.label
+    return _finish(cv, nz, bank, taps), cv.maps[2]
 
 
 # --------------------------------------------------------------------------- layers
@@ -327,8 +378,9 @@ def _background_px(maps, axis, kind, r1, g1, b1, r2, g2, b2, fu, fv):
             albedo[2, i, j] = b1 + (b2 - b1) * t
 
 
-def _background(cv: _Canvas, nz: Nuisance) -> None:
-    _background_px(cv.maps, _axis(cv.size), nz.background, nz.bg_r, nz.bg_g, nz.bg_b,
+@geometry
+def _background(cv, nz, axis):
+    _background_px(cv.maps, axis, nz.background, nz.bg_r, nz.bg_g, nz.bg_b,
                    nz.bg2_r, nz.bg2_g, nz.bg2_b, nz.noise_u, nz.noise_v)
 
 
@@ -359,17 +411,16 @@ def _cloth_px(maps, w, un, base, px, r, g, b):
             claim(label, i, j, a, CLOTH)
 
 
-def _cloth_neck(cv: _Canvas, ident: Identity, nz: Nuisance, skin) -> None:
+@geometry
+def _cloth_neck(cv, ident, nz, skin):
     yaw_s = math.sin(math.radians(nz.yaw))
     un = -0.12 * yaw_s  # the neck's axis sits behind the head centre
     rn = ident.jaw_w * 0.78
-    win = cv.box([un - rn, un + rn, un - rn, un + rn], [0.2, 0.2, 3.0, 3.0], 2)
-    if win is not None:
-        _neck_px(cv.maps, win, un, rn, cv.px, *(0.93 * s for s in skin))
+    win = _box(cv, np.array([un - rn, un + rn, un - rn, un + rn]), np.array([0.2, 0.2, 3.0, 3.0]), 2)
+    _neck_px(cv.maps, win, un, rn, cv.px, 0.93 * skin[0], 0.93 * skin[1], 0.93 * skin[2])
     base = 1.02 + 0.12 * (ident.head_h - 1)
-    win = cv.rows_below(base - 0.12 * 1.2 - 2 * cv.px)
-    if win is not None:
-        _cloth_px(cv.maps, win, un, base, cv.px, nz.cloth_r, nz.cloth_g, nz.cloth_b)
+    win = _rows_below(cv, base - 0.12 * 1.2 - 2 * cv.px)
+    _cloth_px(cv.maps, win, un, base, cv.px, nz.cloth_r, nz.cloth_g, nz.cloth_b)
 
 
 @kernel
@@ -384,12 +435,12 @@ def _long_hair_px(maps, w, width, px, r, g, b):
             claim(label, i, j, a, HAIR)
 
 
-def _long_hair(cv: _Canvas, ident: Identity, hair) -> None:
+@geometry
+def _long_hair(cv, ident, hair):
     w = ident.head_w * (1.0 + ident.hair_volume)
     half = w * (1.02 + 0.08 * 0.2) + cv.px * 2
-    win = cv.box([-half, half, -half, half], [-0.2, -0.2, 1.35, 1.35], 2)
-    if win is not None:
-        _long_hair_px(cv.maps, win, w, cv.px, *(0.8 * h for h in hair))
+    win = _box(cv, np.array([-half, half, -half, half]), np.array([-0.2, -0.2, 1.35, 1.35]), 2)
+    _long_hair_px(cv.maps, win, w, cv.px, 0.8 * hair[0], 0.8 * hair[1], 0.8 * hair[2])
 
 
 @kernel
@@ -403,28 +454,32 @@ def _blob_px(maps, w, surf, r, g, b, cls, how_lit):
             claim(label, i, j, a, cls)
 
 
-def _bun(cv: _Canvas, ident: Identity, hair) -> None:
+@geometry
+def _bun(cv, ident, hair):
     c = (0.0, CRANIUM_CY - 0.55 * ident.head_h, -0.55 * ident.head_w)
     r = 0.25
-    win = cv.window([(c[0] + du, c[1] + dv, c[2]) for du, dv in ((r, r), (-r, -r), (r, -r), (-r, r))], 3)
-    if win is not None:
-        _blob_px(cv.maps, win, cv.surface(c, (r, r * 0.9, r)), *hair, HAIR, 0.8)
+    win = _window(cv, [(c[0] + r, c[1] + r, c[2]), (c[0] - r, c[1] - r, c[2]), (c[0] + r, c[1] - r, c[2]),
+                       (c[0] - r, c[1] + r, c[2])], 3)
+    _blob_px(cv.maps, win, surface(cv, c, (r, r * 0.9, r)), hair[0], hair[1], hair[2], HAIR, 0.8)
 
 
-def _ears(cv: _Canvas, ident: Identity, nz: Nuisance) -> list[dict]:
+@geometry
+def _ears(cv, ident, nz):
+    """Both ears as (u, v, half width, half height, label, near): near ears have swung
+    toward the camera and are painted over the head, far ones under it."""
     yaw_s = math.sin(math.radians(nz.yaw))
-    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = cv.R
+    R = cv.R
     out = []
     for side, label in ((1.0, L_EAR), (-1.0, R_EAR)):
         p = (side * (ident.head_w + 0.015), ident.ear_y, -0.06)
-        v = (r00 * p[0] + r01 * p[1] + r02 * p[2], r10 * p[0] + r11 * p[1] + r12 * p[2],
-             r20 * p[0] + r21 * p[1] + r22 * p[2])
+        v = (R[0, 0] * p[0] + R[0, 1] * p[1] + R[0, 2] * p[2], R[1, 0] * p[0] + R[1, 1] * p[1] + R[1, 2] * p[2],
+             R[2, 0] * p[0] + R[2, 1] * p[1] + R[2, 2] * p[2])
         toward = v[2] > 0.08 * ident.head_w  # the ear has swung toward the camera
         h = ident.ear_size / 2
         w = ident.ear_size * (0.16 + 0.24 * abs(yaw_s)) if toward else ident.ear_size * 0.16 * max(1 - abs(yaw_s) * 1.6, 0.15)
         # centre pushed outward so a frontal ear sticks out of the silhouette
         u0 = v[0] + (0 if toward else side * w * 0.6 * (1 - abs(yaw_s)))
-        out.append({"u": u0, "v": v[1], "w": max(w, 0.035), "h": h, "label": label, "near": toward})
+        out.append((u0, v[1], max(w, 0.035), h, label, toward))
     return out
 
 
@@ -441,12 +496,12 @@ def _ear_px(maps, w, u, v, ew, eh, px, r, g, b, cls):
             paint(albedo, i, j, inner, 0.6 * r, 0.6 * g, 0.6 * b)
 
 
-def _paint_ear(cv: _Canvas, ear: dict, skin) -> None:
-    u, v = ear["u"], ear["v"]
-    rad = max(ear["w"], ear["h"]) + cv.px  # the ear's extent, plus a pixel
-    win = cv.box([u - rad, u + rad], [v - rad, v + rad], 2)
-    if win is not None:
-        _ear_px(cv.maps, win, u, v, ear["w"], ear["h"], cv.px, *skin, ear["label"])
+@geometry
+def _paint_ear(cv, ear, skin):
+    u, v, w, h, label, _ = ear
+    rad = max(w, h) + cv.px  # the ear's extent, plus a pixel
+    win = _box(cv, np.array([u - rad, u + rad]), np.array([v - rad, v + rad]), 2)
+    _ear_px(cv.maps, win, u, v, w, h, cv.px, skin[0], skin[1], skin[2], label)
 
 
 @kernel
@@ -460,20 +515,21 @@ def _disc_px(maps, w, u, v, rad, px, r, g, b, cls, how_lit):
             claim(label, i, j, a, cls)
 
 
-def _earring(cv: _Canvas, ear: dict) -> None:
-    u, v = ear["u"], ear["v"] + ear["h"] * 1.05
-    win = cv.box([u - 0.05, u + 0.05], [v - 0.05, v + 0.05], 2)
-    if win is not None:
-        _disc_px(cv.maps, win, u, v, 0.028, cv.px, 0.85, 0.75, 0.35, EARRING, 1.0)
+@geometry
+def _earring(cv, ear):
+    u, v = ear[0], ear[1] + ear[3] * 1.05
+    win = _box(cv, np.array([u - 0.05, u + 0.05]), np.array([v - 0.05, v + 0.05]), 2)
+    _disc_px(cv.maps, win, u, v, 0.028, cv.px, 0.85, 0.75, 0.35, EARRING, 1.0)
 
 
-def _head_window(cv: _Canvas, ident: Identity, hair: bool = True) -> Window | None:
+@geometry
+def _head_window(cv, ident, hair):
     """Pixels the head (and with `hair`, its hair and any hat) can reach: the ray casts stay inside."""
     v = max(ident.hair_volume, 0.02) + 0.07 if hair else 0.0
     a, b, c = ident.head_w * (1 + v), ident.head_h * (1 + v), ident.head_w * 1.15 * (1 + v)
-    pts = [(sx * a, CRANIUM_CY + sy * b, sz * c) for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]
-    pts += [(sx * ident.jaw_w, ident.chin_y + 0.02, sz * ident.jaw_w * 1.2) for sx in (-1, 1) for sz in (-1, 1)]
-    return cv.window(pts, 2)
+    pts = [(sx * a, CRANIUM_CY + sy * b, sz * c) for sx in (-1.0, 1.0) for sy in (-1.0, 1.0) for sz in (-1.0, 1.0)]
+    pts += [(sx * ident.jaw_w, ident.chin_y + 0.02, sz * ident.jaw_w * 1.2) for sx in (-1.0, 1.0) for sz in (-1.0, 1.0)]
+    return _window(cv, pts, 2)
 
 
 @kernel
@@ -510,13 +566,14 @@ def _head_px(maps, w, cran, jaw, m, tex, tu, tv, grain, blush, r, g, b):
             front[i, j] = clip01((z - 0.05) * 8.0)  # face features live on the front half only
 
 
-def _head(cv: _Canvas, ident: Identity, skin, W: Window) -> None:
+@geometry
+def _head(cv, ident, skin, W, bank):
     a, b, c = ident.head_w, ident.head_h, ident.head_w * 1.15
-    cran = cv.surface((0.0, CRANIUM_CY, 0.0), (a, b, c))
+    cran = surface(cv, (0.0, CRANIUM_CY, 0.0), (a, b, c))
     jb = ident.jaw_h
-    jaw = cv.surface((0.0, ident.chin_y - jb, 0.02), (ident.jaw_w, jb, ident.jaw_w * 1.2))
-    _head_px(cv.maps, W, cran, jaw, cv.M, _bank()[0], ident.noise_u * 300, ident.noise_v * 300,
-             ident.skin_noise * 0.3, ident.blush, *skin)
+    jaw = surface(cv, (0.0, ident.chin_y - jb, 0.02), (ident.jaw_w, jb, ident.jaw_w * 1.2))
+    _head_px(cv.maps, W, cran, jaw, cv.M, bank[0], ident.noise_u * 300, ident.noise_v * 300,
+             ident.skin_noise * 0.3, ident.blush, skin[0], skin[1], skin[2])
 
 
 @kernel
@@ -581,32 +638,30 @@ def _beard_px(maps, w, kind, my, mw, lip_up, density, px, r, g, b):
             paint(albedo, i, j, a * front[i, j] * density, r, g, b)
 
 
-def _face_details(cv: _Canvas, ident: Identity, skin, age: float) -> None:
+@geometry
+def _face_details(cv, ident, moles, skin, age):
     px = cv.px
-    for mx, my, mr in zip(ident.mole_x, ident.mole_y, ident.mole_r):
+    for k in range(moles.shape[1]):
+        mx, my, mr = moles[0, k], moles[1, k], moles[2, k]
         z0 = _surface_z(ident, mx, my)
-        win = cv.window([(mx - mr, my - mr, z0), (mx + mr, my + mr, z0)], 2)
-        if win is not None:
-            _mole_px(cv.maps, win, mx, my, mr, px, *(0.45 * s for s in skin))
+        win = _window(cv, [(mx - mr, my - mr, z0), (mx + mr, my + mr, z0)], 2)
+        _mole_px(cv.maps, win, mx, my, mr, px, 0.45 * skin[0], 0.45 * skin[1], 0.45 * skin[2])
     # age: forehead lines and nasolabial folds
     wr = min(max((age - 32) / 40, 0.0), 1.0)
     if wr > 0:
         top = ident.hairline + 0.08
-        win = cv.window([(-0.4, top, _surface_z(ident, 0.4, top)), (0.4, ident.eye_y - 0.12, _surface_z(ident, 0.0, 0.0)),
-                         (0.4, top, _surface_z(ident, 0.4, top))], 2)
-        if win is not None:
-            _forehead_px(cv.maps, win, top, ident.eye_y - 0.13, 0.35 * wr, *(0.6 * s for s in skin))
+        win = _window(cv, [(-0.4, top, _surface_z(ident, 0.4, top)), (0.4, ident.eye_y - 0.12, _surface_z(ident, 0.0, 0.0)),
+                           (0.4, top, _surface_z(ident, 0.4, top))], 2)
+        _forehead_px(cv.maps, win, top, ident.eye_y - 0.13, 0.35 * wr, 0.6 * skin[0], 0.6 * skin[1], 0.6 * skin[2])
         x0, y0 = ident.nose_w * 0.75, ident.eye_y + ident.nose_len
         x1, y1 = ident.mouth_w * 1.05, ident.mouth_y + 0.03
         z0, z1 = _surface_z(ident, x0, y0), _surface_z(ident, x1, y1)
-        win = cv.window([(x0, y0, z0), (x1 + 0.04, y1, z1), (-x0, y0, z0), (-x1 - 0.04, y1, z1)], 2)
-        if win is not None:
-            _folds_px(cv.maps, win, x0, y0, x1, y1, px, 0.45 * wr, *(0.62 * s for s in skin))
+        win = _window(cv, [(x0, y0, z0), (x1 + 0.04, y1, z1), (-x0, y0, z0), (-x1 - 0.04, y1, z1)], 2)
+        _folds_px(cv.maps, win, x0, y0, x1, y1, px, 0.45 * wr, 0.62 * skin[0], 0.62 * skin[1], 0.62 * skin[2])
     if ident.beard:
-        win = cv.window([(-0.7, ident.mouth_y - 0.15, 0.1), (0.7, ident.chin_y + 0.05, 0.1)], 3)
-        if win is not None:
-            _beard_px(cv.maps, win, ident.beard, ident.mouth_y, ident.mouth_w, ident.lip_up, ident.beard_density, px,
-                      0.9 * ident.hair_r, 0.9 * ident.hair_g, 0.9 * ident.hair_b)
+        win = _window(cv, [(-0.7, ident.mouth_y - 0.15, 0.1), (0.7, ident.chin_y + 0.05, 0.1)], 3)
+        _beard_px(cv.maps, win, ident.beard, ident.mouth_y, ident.mouth_w, ident.lip_up, ident.beard_density, px,
+                  0.9 * ident.hair_r, 0.9 * ident.hair_g, 0.9 * ident.hair_b)
 
 
 @kernel
@@ -660,21 +715,20 @@ def _eyes_brows_px(maps, w, e, iris, brow_col, px):
             claim(label, i, j, brow, eye_label + 2)  # L_BROW = L_EYE + 2, R_BROW = R_EYE + 2
 
 
-def _eyes_brows(cv: _Canvas, ident: Identity, nz: Nuisance, hair) -> None:
+@geometry
+def _eyes_brows(cv, ident, nz, hair):
     dx, cy = ident.eye_dx, ident.eye_y
     eh = ident.eye_h
     by = cy - eh - ident.brow_gap - 0.03 * nz.brow_raise
     top = by - ident.brow_arch - ident.brow_thick - 0.03
     z0 = _surface_z(ident, dx, cy)
     xo = dx + ident.brow_len * 1.1
-    win = cv.window([(-xo, top, z0), (xo, cy + eh * 2.2, z0), (-xo, cy + eh * 2.2, z0 * 0.5), (xo, top, z0 * 0.5),
-                     (-xo, top, z0 * 0.5), (xo, cy + eh * 2.2, z0 * 0.5), (-xo, cy + eh * 2.2, z0), (xo, top, z0)], 3)
-    if win is None:
-        return
+    win = _window(cv, [(-xo, top, z0), (xo, cy + eh * 2.2, z0), (-xo, cy + eh * 2.2, z0 * 0.5), (xo, top, z0 * 0.5),
+                       (-xo, top, z0 * 0.5), (xo, cy + eh * 2.2, z0 * 0.5), (-xo, cy + eh * 2.2, z0), (xo, top, z0)], 3)
     shape = (dx, cy, ident.eye_w, eh, ident.eye_tilt, 1.0 - nz.blink, nz.gaze,
              by, ident.brow_len, ident.brow_arch, ident.brow_tilt, ident.brow_thick)
     k = ident.brow_dark
-    brow_col = tuple(h * k + d * (1 - k) for h, d in zip(hair, (0.05, 0.04, 0.03)))
+    brow_col = (hair[0] * k + 0.05 * (1 - k), hair[1] * k + 0.04 * (1 - k), hair[2] * k + 0.03 * (1 - k))
     _eyes_brows_px(cv.maps, win, shape, (ident.iris_r, ident.iris_g, ident.iris_b), brow_col, cv.px)
 
 
@@ -714,15 +768,15 @@ def _mouth_px(maps, w, my, mw, lip_up, lip_lo, smile, gap, px, lip, skin):
                 paint(albedo, i, j, a, skin[0] * 0.7, skin[1] * 0.7, skin[2] * 0.7)
 
 
-def _mouth(cv: _Canvas, ident: Identity, nz: Nuisance, skin) -> None:
+@geometry
+def _mouth(cv, ident, nz, skin):
     my, mw = ident.mouth_y, ident.mouth_w * (1 + 0.15 * nz.smile)
     gap = 0.085 * nz.mouth_open
-    z0 = _surface_z(ident, 0, my)
-    win = cv.window([(-mw - 0.03, my - ident.lip_up - 0.05, z0 * 0.7), (mw + 0.03, my + ident.lip_lo + gap + 0.04, z0 * 0.7),
-                     (-mw - 0.03, my + ident.lip_lo + gap + 0.04, z0), (mw + 0.03, my - ident.lip_up - 0.05, z0)], 3)
-    if win is not None:
-        _mouth_px(cv.maps, win, my, mw, ident.lip_up, ident.lip_lo, nz.smile, gap, cv.px,
-                  (ident.lip_r, ident.lip_g, ident.lip_b), skin)
+    z0 = _surface_z(ident, 0.0, my)
+    win = _window(cv, [(-mw - 0.03, my - ident.lip_up - 0.05, z0 * 0.7), (mw + 0.03, my + ident.lip_lo + gap + 0.04, z0 * 0.7),
+                       (-mw - 0.03, my + ident.lip_lo + gap + 0.04, z0), (mw + 0.03, my - ident.lip_up - 0.05, z0)], 3)
+    _mouth_px(cv.maps, win, my, mw, ident.lip_up, ident.lip_lo, nz.smile, gap, cv.px,
+              (ident.lip_r, ident.lip_g, ident.lip_b), skin)
 
 
 @kernel
@@ -763,7 +817,8 @@ def _nose_px(maps, w, bridge, tip, m, tip_r, tip_cy, tip_cz, wing_x, wing_y, und
                 claim(label, i, j, wing * on_skin, NOSE)
 
 
-def _nose(cv: _Canvas, ident: Identity, skin) -> None:
+@geometry
+def _nose(cv, ident, skin):
     """A bridge ellipsoid and a tip ellipsoid that protrude from the face: a real profile."""
     top = ident.eye_y + 0.02
     bottom = ident.eye_y + ident.nose_len
@@ -771,15 +826,14 @@ def _nose(cv: _Canvas, ident: Identity, skin) -> None:
     zt = _surface_z(ident, 0.0, bottom)
     nd = ident.nose_depth
     tip_r = ident.nose_w * 0.5
-    bridge = cv.surface((0.0, (top + bottom) / 2 - 0.02, zb - nd * 0.9), (ident.nose_w * 0.32, (bottom - top) / 2 + 0.01, nd * 1.45))
+    bridge = surface(cv, (0.0, (top + bottom) / 2 - 0.02, zb - nd * 0.9), (ident.nose_w * 0.32, (bottom - top) / 2 + 0.01, nd * 1.45))
     tip_c = (0.0, bottom - tip_r * 0.75, zt + nd - tip_r * 1.6)
-    tip = cv.surface(tip_c, (tip_r, tip_r * 0.85, tip_r * 1.6))
+    tip = surface(cv, tip_c, (tip_r, tip_r * 0.85, tip_r * 1.6))
     reach = nd + 0.05
-    win = cv.window([(-ident.nose_w, top, zb), (ident.nose_w, bottom + 0.03, zt + reach), (ident.nose_w, top, zb + reach),
-                     (-ident.nose_w, bottom + 0.03, zt)], 3)
-    if win is not None:
-        _nose_px(cv.maps, win, bridge, tip, cv.M, tip_r, tip_c[1], tip_c[2], tip_r * 1.05, bottom - tip_r * 0.45,
-                 _UNDER_NOSE, cv.px, skin)
+    win = _window(cv, [(-ident.nose_w, top, zb), (ident.nose_w, bottom + 0.03, zt + reach), (ident.nose_w, top, zb + reach),
+                       (-ident.nose_w, bottom + 0.03, zt)], 3)
+    _nose_px(cv.maps, win, bridge, tip, cv.M, tip_r, tip_c[1], tip_c[2], tip_r * 1.05, bottom - tip_r * 0.45,
+             _UNDER_NOSE, cv.px, skin)
 
 
 @kernel
@@ -819,17 +873,19 @@ def _hair_px(maps, w, surf, m, hl, px, style, ha_scale, r, g, b):
                 set_normal(nrm, i, j, a, n[0], n[1], n[2])
 
 
-def _hair(cv: _Canvas, ident: Identity, nz: Nuisance, hair, W: Window) -> None:
-    if ident.hair_style == BALD:
+@geometry
+def _hair(cv, ident, nz, hair, W):
+    style = int(ident.hair_style)
+    if style == BALD:
         return
-    vol = ident.hair_volume if ident.hair_style != BUZZ else 0.012
+    vol = ident.hair_volume if style != BUZZ else 0.012
     a, b, c = ident.head_w * (1 + vol), ident.head_h * (1 + vol * 0.8), ident.head_w * 1.15 * (1 + vol)
     centre = (0.0, CRANIUM_CY - vol * 0.3, -0.02)
-    side = _HAIR_SIDE.get(ident.hair_style, 0.05)
+    side = _HAIR_SIDE[style]
     hairline = (a, b, c, centre[1], (ident.hairline + nz.hair_shift - CRANIUM_CY) / ident.head_h,
                 ident.widow_peak, ident.hair_recede, ident.fringe, ident.part, side, max(side, 0.6))
-    _hair_px(cv.maps, W, cv.surface(centre, (a, b, c)), cv.M, hairline, cv.px, ident.hair_style,
-             0.75 if ident.hair_style == BUZZ else 1.0, *hair)
+    _hair_px(cv.maps, W, surface(cv, centre, (a, b, c)), cv.M, hairline, cv.px, style,
+             0.75 if style == BUZZ else 1.0, hair[0], hair[1], hair[2])
 
 
 @kernel
@@ -863,16 +919,15 @@ def _glasses_px(maps, w, g, under, px, dark, frame):
             claim(label, i, j, total, EYE_G)
 
 
-def _glasses(cv: _Canvas, ident: Identity, nz: Nuisance) -> None:
+@geometry
+def _glasses(cv, ident, nz):
     rw, rh = ident.eye_w * 1.75, ident.eye_h * 2.6 + 0.02
     cy = ident.eye_y + 0.005
     z0 = _surface_z(ident, ident.eye_dx, cy)
-    win = cv.window([(-ident.head_w, cy - rh - 0.03, z0), (ident.head_w, cy + rh + 0.03, z0),
-                     (-ident.head_w, cy + rh, 0.0), (ident.head_w, cy - rh, 0.0)], 3)
-    if win is None:
-        return
+    win = _window(cv, [(-ident.head_w, cy - rh - 0.03, z0), (ident.head_w, cy + rh + 0.03, z0),
+                       (-ident.head_w, cy + rh, 0.0), (ident.head_w, cy - rh, 0.0)], 3)
     frame = (0.08, 0.07, 0.07) if nz.glasses_round < 0.6 else (0.55, 0.45, 0.3)
-    shape = (ident.eye_dx, cy, rw, rh, 2.0 + 2.5 * (1 - nz.glasses_round), 0.014, float(nz.glasses))
+    shape = (ident.eye_dx, cy, rw, rh, 2.0 + 2.5 * (1 - nz.glasses_round), 0.014, nz.glasses)
     _glasses_px(cv.maps, win, shape, _UNDER_GLASSES, cv.px, nz.glasses_dark, frame)
 
 
@@ -897,12 +952,13 @@ def _hat_px(maps, w, surf, m, cy, b_, c_, line, px, r, g, bl):
                 set_normal(nrm, i, j, a, n[0], n[1], n[2])
 
 
-def _hat(cv: _Canvas, ident: Identity, nz: Nuisance, W: Window) -> None:
+@geometry
+def _hat(cv, ident, nz, W):
     vol = ident.hair_volume + 0.05
     a, b, c = ident.head_w * (1 + vol), ident.head_h * (1 + vol), ident.head_w * 1.15 * (1 + vol)
     centre = (0.0, CRANIUM_CY - 0.02, -0.02)
     line = (nz.hat_line - CRANIUM_CY) / ident.head_h + 0.25
-    _hat_px(cv.maps, W, cv.surface(centre, (a, b, c)), cv.M, centre[1], b, c, line, cv.px, nz.hat_r, nz.hat_g, nz.hat_b)
+    _hat_px(cv.maps, W, surface(cv, centre, (a, b, c)), cv.M, centre[1], b, c, line, cv.px, nz.hat_r, nz.hat_g, nz.hat_b)
 
 
 # --------------------------------------------------------------------------- light and camera
@@ -974,7 +1030,8 @@ def _blur_taps(sigma: float) -> np.ndarray:
     return (taps / (taps[0] + 2 * taps[1:].sum())).astype(F32)  # float32: the blur vectorises twice as wide
 
 
-def _finish(cv: _Canvas, nz: Nuisance) -> np.ndarray:
+@geometry
+def _finish(cv, nz, bank, taps):
     """The uint8 (size, size, 3) image: lit, exposed, noisy, blurred, quantised."""
     size = cv.size
     az, el = math.radians(nz.light_azimuth), math.radians(nz.light_elevation)
@@ -982,7 +1039,5 @@ def _finish(cv: _Canvas, nz: Nuisance) -> np.ndarray:
     tint = (255 * (1 + nz.light_tint) * nz.exposure, 255 * nz.exposure, 255 * (1 - nz.light_tint) * nz.exposure)
     out = np.empty((size, size, 3), np.uint8)
     ou, ov = int(nz.noise_u * (512 - size)), int(nz.noise_v * (512 - size))
-    noise = _bank()[:, ov:ov + size, ou:ou + size]
-    taps = _blur_taps(round(nz.blur * size / 112, 3))  # sigma to 1e-3: a cache key, far below visible
-    _finish_px(cv.maps, out, L, nz.light_ambient, tint, noise, nz.noise * 0.7 * 255, taps)
+    _finish_px(cv.maps, out, L, nz.light_ambient, tint, bank[:, ov:ov + size, ou:ou + size], nz.noise * 0.7 * 255, taps)
     return out
