@@ -13,14 +13,17 @@ Conventions shared by all kernels:
   class indices, the rest (size, size) float32;
 - a surface (ellipsoid seen by the camera) is a float64 vector of `SURFACE` coefficients
   made by `render.surface`: the ray-cast quadratic, then the 3x4 normal matrix;
-- arithmetic is float64 (Python floats are), storage float32.
+- arithmetic is float64 (Python floats are), storage float32; except in the float32 row
+  passes at the end of this file, which the two kernels covering the whole head use.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 # Every kernel: cached on disk (compiled once per machine), no GIL, numpy's division
 # semantics (no ZeroDivisionError checks in the inner loops).
@@ -107,3 +110,133 @@ def set_normal(nrm, i: int, j: int, a: float, nx: float, ny: float, nz: float) -
         nrm[1, i, j] = ny
         nrm[2, i, j] = nz
 
+
+
+# --------------------------------------------------------------------------- float32 row passes
+#
+# The two kernels that cover the whole head (skin, hair) run as passes over one image row at
+# a time: a branch-free pass computes every pixel's coverage, depth, colour and normal into
+# scratch rows, then short passes blend and claim. Without branches, in float32, LLVM turns
+# each pass into AVX2 code that does 8 pixels an instruction (the scalar per-pixel loops
+# were ~3x slower); libm's sin and exp are calls it cannot vectorise, hence the polynomials.
+# Every constant in these is a float32: one float64 in an expression makes the pass run at
+# half width.
+
+F32 = np.float32
+_PI_HI, _PI_LO = F32(3.1415927), F32(-8.742278e-08)  # pi = _PI_HI + _PI_LO, for the reduction
+
+
+@kernel
+def sin32(x):
+    """sin(x) with x = r + k pi, r in [-pi/2, pi/2], a degree-11 Taylor polynomial in r and
+    the sign of (-1)^k: off by < 3e-7 for |x| < 10, growing with |x| (the reduction's float32
+    rounding) to < 6e-6 at 200; the hair's streak phases stay below ~110."""
+    k = np.floor(x * F32(0.31830987) + F32(0.5))
+    r = (x - k * _PI_HI) - k * _PI_LO
+    r2 = r * r
+    p = r * (F32(1.0) + r2 * (F32(-1 / 6) + r2 * (F32(1 / 120) + r2 * (F32(-1 / 5040) + r2 * (
+        F32(1 / 362880) + r2 * F32(-1 / 39916800))))))
+    return p - F32(2.0) * p * (k - F32(2.0) * np.floor(k * F32(0.5)))  # odd k: -p
+
+
+@kernel
+def exp_neg32(t):
+    """exp(t) for t in [-16, 0] (clamped below, where it is < 1.2e-7) to < 1e-6: exp(t/16)^16,
+    the inner one a degree-7 Taylor polynomial on [-1, 0]."""
+    r = max(t, F32(-16.0)) * F32(0.0625)
+    p = F32(1.0) + r * (F32(1.0) + r * (F32(0.5) + r * (F32(1 / 6) + r * (F32(1 / 24) + r * (
+        F32(1 / 120) + r * (F32(1 / 720) + r * F32(1 / 5040)))))))
+    p = p * p
+    p = p * p
+    p = p * p
+    return p * p
+
+
+@kernel
+def clip32(v):
+    return min(max(v, F32(0.0)), F32(1.0))
+
+
+@kernel
+def soft32(d, px):
+    return clip32(F32(0.5) - d / px)
+
+
+@kernel
+def ray32(q, pu, pv):
+    """`ray` in float32 (q from `surface32`)."""
+    disc = pu * (q[0] * pu + q[1] * pv + q[2]) + pv * (q[3] * pv + q[4]) + q[5]
+    cov = clip32(disc * q[6] + F32(0.5))
+    s = (np.sqrt(max(disc, F32(0.0))) - (q[7] * pu + q[8] * pv + q[9])) * q[10]
+    return cov, s
+
+
+@kernel
+def normal32(q, pu, pv, s):
+    return (q[11] * pu + q[12] * pv + q[13] * s + q[14],
+            q[15] * pu + q[16] * pv + q[17] * s + q[18],
+            q[19] * pu + q[20] * pv + q[21] * s + q[22])
+
+
+@kernel
+def hit32(m, pu, pv, s):
+    """`hit` with m from `matrix32`."""
+    return (m[0] * pu + m[1] * pv + m[2] * s,
+            m[3] * pu + m[4] * pv + m[5] * s,
+            m[6] * pu + m[7] * pv + m[8] * s)
+
+
+@kernel
+def surface32(q):
+    """A surface's coefficients as a float32 tuple, for `ray32` and `normal32`. Held in
+    registers rather than memory: the compiler vectorises a pass only when it can rule out
+    that its stores overwrite what it reads, and for arrays it cannot."""
+    return to_fixed_tuple(q.astype(F32), SURFACE)
+
+
+@kernel
+def matrix32(m):
+    """The (3, 3) view -> head matrix as a float32 tuple, row by row, for `hit32`."""
+    return to_fixed_tuple(m.astype(F32).ravel(), 9)
+
+
+@kernel
+def blend_row_to(dst, a, value):
+    """Alpha-composite one value over a row: dst += (value - dst) a."""
+    for j in range(dst.shape[0]):
+        dst[j] += (value - dst[j]) * a[j]
+
+
+@kernel
+def blend_shaded_row(dst, a, value, shade):
+    """`blend_row_to` of value * shade (per pixel)."""
+    for j in range(dst.shape[0]):
+        dst[j] += (value * shade[j] - dst[j]) * a[j]
+
+
+@kernel
+def blend_skin_row(dst, a, grain, value, blush, blush_weight):
+    """`blend_row_to` of value * grain + blush_weight * blush (per pixel)."""
+    for j in range(dst.shape[0]):
+        dst[j] += (value * grain[j] + blush_weight * blush[j] - dst[j]) * a[j]
+
+
+@kernel
+def put_row(dst, src, a, above):
+    """dst = src where a > above: what `claim` and `set_normal` do, for a row."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j] if a[j] > above else dst[j]
+
+
+@kernel
+def put_normal_row(dst, a, pu, pv, s, c0, c1, c2, c3):
+    """One component of a surface's normal (c0 pu + c1 pv + c2 s + c3, a row of `normal32`)
+    where a > 1/2."""
+    for j in range(dst.shape[0]):
+        dst[j] = c0 * pu[j] + c1 * pv[j] + c2 * s[j] + c3 if a[j] > F32(0.5) else dst[j]
+
+
+@kernel
+def claim_row(label, a, cls):
+    for j in range(label.shape[0]):
+        label[j] = cls if a[j] > F32(0.5) else label[j]

@@ -35,7 +35,23 @@ from numba import njit
 
 from generators.procedural.params import BALD, BUZZ, CURLY, HAIR_STYLES, LONG, MEDIUM, TIED, Identity, Nuisance
 from generators.procedural.pixel import (
+    F32,
     SURFACE,
+    blend_row_to,
+    blend_shaded_row,
+    blend_skin_row,
+    claim_row,
+    clip32,
+    exp_neg32,
+    hit32,
+    matrix32,
+    normal32,
+    put_normal_row,
+    put_row,
+    ray32,
+    sin32,
+    soft32,
+    surface32,
     claim,
     clip01,
     ellipse,
@@ -59,7 +75,6 @@ CLASSES = (
 ZOOM = 0.95  # head units per half image: framing close to insightface's aligned 112x112 crops
 HEAD_V = 0.0  # where the cranium centre sits vertically (image units, down positive)
 CRANIUM_CY = -0.05  # cranium centre in head coordinates (y down); the jaw hangs below it
-F32 = np.float32
 
 
 # classes the nose may cover (it protrudes over the face, never over hair or background)
@@ -534,36 +549,61 @@ def _head_window(cv, ident, hair):
 
 @kernel
 def _head_px(maps, w, cran, jaw, m, tex, tu, tv, grain, blush, r, g, b):
-    """Cranium and jaw: skin albedo, normals, depth and the head coordinates of every pixel."""
+    """Cranium and jaw: skin albedo, normals, depth and the head coordinates of every pixel
+    (float32 row passes, see `pixel.py`)."""
     albedo, nrm, label, lit, pu, pv, hx, hy, front, depth = maps
+    c0, c1 = w[2], w[3]
+    q1, q2, mm = surface32(cran), surface32(jaw), matrix32(m)
+    flat = tex.ravel()
+    out = np.empty((10, c1 - c0), F32)
+    where = np.empty(c1 - c0, np.int32)
+    grain32, skin = F32(grain), (F32(r), F32(g), F32(b))
+    blush32 = (F32(0.5 * blush), F32(-0.15 * blush), F32(-0.1 * blush))
     for i in range(w[0], w[1]):
-        for j in range(w[2], w[3]):
-            u, v = pu[i, j], pv[i, j]
-            cov1, s1 = ray(cran, u, v)
-            cov2, s2 = ray(jaw, u, v)
-            if cov1 <= 0.0 and cov2 <= 0.0:
-                continue  # off the head: head coordinates stay parked, away from every feature
-            behind = cov1 <= 0.5
-            s = s2 if (s2 > s1 and cov2 > 0.5) or behind else s1
-            a = max(cov1, cov2)
-            # blend the two surfaces' gradients near the seam so the jaw line does not read as a crease
-            if a > 0.5:
-                wj = 1.0 if behind else clip01((s2 - s1) * 12.0 + 0.5)
-                n1 = normal(cran, u, v, s)
-                n2 = normal(jaw, u, v, s)
-                set_normal(nrm, i, j, a, n1[0] + (n2[0] - n1[0]) * wj, n1[1] + (n2[1] - n1[1]) * wj,
-                           n1[2] + (n2[2] - n1[2]) * wj)
-            depth[i, j] = s
-            x, y, z = hit(m, u, v, s)
-            # the identity's fixed skin texture, looked up in head coordinates
-            t = 1.0 + tex[(int(y * 60 + tv) & 511), (int(x * 60 + tu) & 511)] * grain
-            # blush on the cheeks
-            ch = blush * clip01(1.0 - ((abs(x) - 0.33) * 5.0) ** 2 - ((y - 0.28) * 4.5) ** 2)
-            paint_lit(albedo, lit, i, j, a, r * t + 0.5 * ch, g * t - 0.15 * ch, b * t - 0.1 * ch, 1.0)
-            claim(label, i, j, a, SKIN)
-            hx[i, j] = x
-            hy[i, j] = y
-            front[i, j] = clip01((z - 0.05) * 8.0)  # face features live on the front half only
+        _head_row(pu[i, c0:c1], pv[i, c0:c1], q1, q2, mm, F32(tu), F32(tv), out, where)
+        a = out[0]
+        grain_row = out[9]
+        for j in range(c1 - c0):  # the identity's fixed skin texture, looked up in head coordinates
+            grain_row[j] = F32(1.0) + flat[where[j]] * grain32
+        for k in range(3):
+            blend_skin_row(albedo[k, i, c0:c1], a, grain_row, skin[k], out[5], blush32[k])
+            put_row(nrm[k, i, c0:c1], out[6 + k], a, F32(0.5))
+        blend_row_to(lit[i, c0:c1], a, F32(1.0))
+        claim_row(label[i, c0:c1], a, SKIN)
+        # off the head (no coverage) head coordinates stay parked, away from every feature
+        put_row(depth[i, c0:c1], out[1], a, F32(0.0))
+        put_row(hx[i, c0:c1], out[2], a, F32(0.0))
+        put_row(hy[i, c0:c1], out[3], a, F32(0.0))
+        put_row(front[i, c0:c1], out[4], a, F32(0.0))
+
+
+@kernel
+def _head_row(pu, pv, cran, jaw, m, tu, tv, out, where):
+    """One row of the head: out[0] coverage, 1 depth, 2-3 head x and y, 4 front-facing
+    weight, 5 blush, 6-8 normal; `where` the texture element under each pixel."""
+    one, half = F32(1.0), F32(0.5)
+    for j in range(out.shape[1]):
+        u, v = pu[j], pv[j]
+        cov1, s1 = ray32(cran, u, v)
+        cov2, s2 = ray32(jaw, u, v)
+        behind = cov1 <= half
+        s = s2 if (s2 > s1 and cov2 > half) or behind else s1
+        # blend the two surfaces' gradients near the seam so the jaw line does not read as a crease
+        wj = one if behind else clip32((s2 - s1) * F32(12.0) + half)
+        n1x, n1y, n1z = normal32(cran, u, v, s)
+        n2x, n2y, n2z = normal32(jaw, u, v, s)
+        x, y, z = hit32(m, u, v, s)
+        bx, by = (abs(x) - F32(0.33)) * F32(5.0), (y - F32(0.28)) * F32(4.5)
+        out[0, j] = max(cov1, cov2)
+        out[1, j] = s
+        out[2, j] = x
+        out[3, j] = y
+        out[4, j] = clip32((z - F32(0.05)) * F32(8.0))  # face features live on the front half only
+        out[5, j] = clip32(one - bx * bx - by * by)  # blush on the cheeks
+        out[6, j] = n1x + (n2x - n1x) * wj
+        out[7, j] = n1y + (n2y - n1y) * wj
+        out[8, j] = n1z + (n2z - n1z) * wj
+        where[j] = ((np.int32(y * F32(60.0) + tv) & 511) << 9) | (np.int32(x * F32(60.0) + tu) & 511)
 
 
 @geometry
@@ -838,39 +878,51 @@ def _nose(cv, ident, skin):
 
 @kernel
 def _hair_px(maps, w, surf, m, hl, px, style, ha_scale, r, g, b):
-    """Hair: a shell over the cranium, cut by the hairline, with strands flowing from the parting."""
+    """Hair: a shell over the cranium, cut by the hairline, with strands flowing from the
+    parting (float32 row passes, see `pixel.py`)."""
     albedo, nrm, label, lit, pu, pv = maps[:6]
+    c0, c1 = w[2], w[3]
+    q, mm = surface32(surf), matrix32(m)
     a_, b_, c_, cy, line0, widow, recede, fringe, part, side, back = hl
+    shape = (F32(a_), F32(b_), F32(c_), F32(cy), F32(line0), F32(widow), F32(recede), F32(fringe), F32(part),
+             F32(side), F32(back), F32(px * 1.5), F32(ha_scale))
+    colour = (F32(r), F32(g), F32(b))
+    out = np.empty((3, c1 - c0), F32)
     for i in range(w[0], w[1]):
-        for j in range(w[2], w[3]):
-            u, v = pu[i, j], pv[i, j]
-            cov, s = ray(surf, u, v)
-            if cov <= 0.0:
-                continue
-            x, y, z = hit(m, u, v, s)
-            xn, yn, zn = x / a_, (y - cy) / b_, z / c_
-            # the hairline: normalised y above which hair grows, per surface point
-            x2 = xn * xn
-            fr = x2 * recede + line0
-            if x2 < 0.25:  # the widow's peak (beyond, exp(-64 x^2) < 1e-7)
-                fr -= widow * math.exp(-64.0 * x2)
-            if fringe > 0:
-                fr += clip01(1.0 - 1.6 * abs(xn - part * 0.5)) * fringe
-            wf = clip01((zn - 0.15) * 2.4)  # the front of the head follows the hairline ...
-            rest = clip01(-2.5 * zn) * (back - side) + side  # ... the sides and the nape their own reach
-            fr = (fr - rest) * wf + rest
-            a = soft((yn - fr) * b_, px * 1.5) * cov * ha_scale
-            if a <= 0.0:
-                continue
-            if style == CURLY:
-                streak = 1.0 + 0.12 * math.sin(math.sin(yn * 31.0) * 2.5 + xn * 38.0)
-            else:
-                streak = 1.0 + 0.06 * math.sin(xn * 70.0 + yn * 12.0 + part * 10)
-            paint_lit(albedo, lit, i, j, a, r * streak, g * streak, b * streak, 0.9)
-            claim(label, i, j, a, HAIR)
-            if a > 0.5:
-                n = normal(surf, u, v, s)
-                set_normal(nrm, i, j, a, n[0], n[1], n[2])
+        u, v = pu[i, c0:c1], pv[i, c0:c1]
+        _hair_row(u, v, q, mm, shape, style == CURLY, out)
+        a, s, streak = out[0], out[1], out[2]
+        for k in range(3):
+            blend_shaded_row(albedo[k, i, c0:c1], a, colour[k], streak)
+            put_normal_row(nrm[k, i, c0:c1], a, u, v, s, q[11 + 4 * k], q[12 + 4 * k], q[13 + 4 * k], q[14 + 4 * k])
+        blend_row_to(lit[i, c0:c1], a, F32(0.9))
+        claim_row(label[i, c0:c1], a, HAIR)
+
+
+@kernel
+def _hair_row(pu, pv, q, m, shape, curly, out):
+    """One row of the hair shell: out[0] coverage, 1 depth, 2 streak (colour scale)."""
+    a_, b_, c_, cy, line0, widow, recede, fringe, part, side, back, aa, ha_scale = shape
+    one = F32(1.0)
+    for j in range(out.shape[1]):
+        u, v = pu[j], pv[j]
+        cov, s = ray32(q, u, v)
+        x, y, z = hit32(m, u, v, s)
+        xn, yn, zn = x / a_, (y - cy) / b_, z / c_
+        # the hairline: normalised y above which hair grows, per surface point
+        x2 = xn * xn
+        fr = x2 * recede + line0 - widow * exp_neg32(F32(-64.0) * x2)  # the widow's peak
+        fr += clip32(one - F32(1.6) * abs(xn - part * F32(0.5))) * fringe
+        wf = clip32((zn - F32(0.15)) * F32(2.4))  # the front of the head follows the hairline ...
+        rest = clip32(F32(-2.5) * zn) * (back - side) + side  # ... the sides and the nape their own reach
+        fr = (fr - rest) * wf + rest
+        if curly:
+            streak = one + F32(0.12) * sin32(sin32(yn * F32(31.0)) * F32(2.5) + xn * F32(38.0))
+        else:
+            streak = one + F32(0.06) * sin32(xn * F32(70.0) + yn * F32(12.0) + part * F32(10.0))
+        out[0, j] = soft32((yn - fr) * b_, aa) * cov * ha_scale
+        out[1, j] = s
+        out[2, j] = streak
 
 
 @geometry
