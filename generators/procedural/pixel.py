@@ -223,9 +223,13 @@ def blend_skin_row(dst, a, grain, value, blush, blush_weight):
 
 @kernel
 def put_row(dst, src, a, above):
-    """dst = src where a > above: what `claim` and `set_normal` do, for a row."""
+    """dst = src where a > above: what `claim` and `set_normal` do, for a row.
+
+    Both values are loaded before the choice (here and below): a load inside the branch is
+    one the compiler may not move out of it, and the pass would stay scalar."""
     for j in range(dst.shape[0]):
-        dst[j] = src[j] if a[j] > above else dst[j]
+        new, old = src[j], dst[j]
+        dst[j] = new if a[j] > above else old
 
 
 @kernel
@@ -233,10 +237,12 @@ def put_normal_row(dst, a, pu, pv, s, c0, c1, c2, c3):
     """One component of a surface's normal (c0 pu + c1 pv + c2 s + c3, a row of `normal32`)
     where a > 1/2."""
     for j in range(dst.shape[0]):
-        dst[j] = c0 * pu[j] + c1 * pv[j] + c2 * s[j] + c3 if a[j] > F32(0.5) else dst[j]
+        new, old = c0 * pu[j] + c1 * pv[j] + c2 * s[j] + c3, dst[j]
+        dst[j] = new if a[j] > F32(0.5) else old
 
 
 @kernel
 def claim_row(label, a, cls):
     for j in range(label.shape[0]):
-        label[j] = cls if a[j] > F32(0.5) else label[j]
+        old = label[j]
+        label[j] = cls if a[j] > F32(0.5) else old
