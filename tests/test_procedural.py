@@ -367,6 +367,19 @@ def test_a_killed_data_make_with_workers_resumes_to_the_same_bytes(tmp_path: Pat
     assert pd.read_csv(out / "manifest.csv").equals(pd.read_csv(whole / "manifest.csv"))
 
 
+@pytest.mark.parametrize("n,workers", [(1, 2), (7, 2), (100, 2), (2000, 2), (2001, 3), (600, 1)])
+def test_tasks_cover_every_job_once_in_order_and_end_short(n: int, workers: int) -> None:
+    from generators.procedural.make import CHUNK, tasks
+
+    jobs = list(range(n))
+    chunks = tasks(jobs, workers)
+    assert [j for c in chunks for j in c] == jobs and all(chunks)
+    sizes = [len(c) for c in chunks]
+    assert max(sizes) <= CHUNK and len(chunks) >= min(n, 4 * workers)
+    if n >= 8 * workers * CHUNK:  # a long run: full tasks, then 2 a worker's worth in quarter tasks
+        assert sizes[0] == CHUNK and sizes[-4 * 2 * workers:] == [CHUNK // 4] * (4 * 2 * workers)
+
+
 def test_generator_plugin_and_presets(tmp_path: Path) -> None:
     from fsbench.registry import get_registry
 

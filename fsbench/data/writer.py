@@ -7,7 +7,9 @@ kill `resume=True` skips exactly the finished items and rewrites the ones that w
 progress. Files are therefore written in place (no temporary name and rename): a file cut
 short by a kill is never listed in the journal. Rows are not flushed one by one (that cost
 as much as writing the row): a hard kill can lose the last few kilobytes of rows, whose
-items are then simply redone on resume; `close` and `finalize` flush.
+items are then simply redone on resume; `close` and `finalize` flush. Rows are journaled
+with orjson (the same JSON, 15x faster than the json module, which spends its time on the
+floats); a NaN goes in as null and so comes back as an empty manifest cell.
 
 The files of an item can be written by another process (`write_item`, as the procedural
 generator's workers do) and the item then `record`ed here.
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from fsbench.data.dataset import INFO_NAME, FaceDataset, identity_folders, image_files, read_manifest_table
 from fsbench.data.images import encode_image, encoded_size
@@ -80,7 +83,7 @@ class DatasetWriter:
         self.partial.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_rows()
-        self._journal = open(self.partial / ROWS_NAME, "a", encoding="utf-8")
+        self._journal = open(self.partial / ROWS_NAME, "ab")
 
     def _load_rows(self) -> None:
         """The items already written: a reopened finished dataset's (its manifest), then the
@@ -92,17 +95,17 @@ class DatasetWriter:
         path = self.partial / ROWS_NAME
         if not path.exists():
             return
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()
         for line in text.splitlines():
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
                 continue  # the line being written when the process died
             if (self.partial / row["path"]).exists():
                 self._rows[row["path"]] = row
-        if text and not text.endswith("\n"):
-            with open(path, "a", encoding="utf-8") as f:
-                f.write("\n")  # end that cut line, or the next row would be appended to it and lost
+        if text and not text.endswith(b"\n"):
+            with open(path, "ab") as f:
+                f.write(b"\n")  # end that cut line, or the next row would be appended to it and lost
 
     def _load_manifest(self, path: Path) -> None:
         # as text: written back unchanged, and identity "007" stays "007", not 7
@@ -142,7 +145,7 @@ class DatasetWriter:
         _check_name("image", name)
         rel = f"{identity}/{name}"
         row = {"path": rel, "identity": identity, **(meta or {})}
-        self._journal.write(_ROW_ENCODER.encode(row) + "\n")
+        self._journal.write(orjson.dumps(row, default=_jsonable, option=orjson.OPT_APPEND_NEWLINE))
         self._rows[rel] = row
         if size is None:  # no JPEG or PNG header it could read: FaceDataset.open reads the file instead
             self._sizes.pop(rel, None)
@@ -281,5 +284,4 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-_ROW_ENCODER = json.JSONEncoder(default=_jsonable)  # json.dumps(row, default=_jsonable), made once
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)

@@ -58,14 +58,25 @@ def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def tasks(jobs: list, workers: int) -> list[list]:
+    """The jobs cut into tasks for `workers` processes, in order: up to CHUNK jobs each and
+    at least 4 tasks a worker, the last 2 tasks a worker a quarter as long (the run ends
+    with its last task, and a worker done before the other idles for up to a task)."""
+    workers = max(workers, 1)
+    size = max(1, min(CHUNK, -(-len(jobs) // (4 * workers))))
+    head = len(jobs) - min(len(jobs), 2 * workers * size)
+    small = max(1, size // 4)
+    return ([jobs[i:min(i + size, head)] for i in range(0, head, size)]
+            + [jobs[i:i + small] for i in range(head, len(jobs), small)])
+
+
 def run_jobs(jobs: list[Job], workers: int | None, write_to: str | None = None) -> Iterator[tuple]:
     """Render jobs in order, in `workers` processes (1 = in this process).
 
     Yields `render_job`'s tuples, or with `write_to` (a DatasetWriter's partial folder)
     writes each item's files there and yields `write_chunk`'s (identity, name, size, row)."""
     workers = default_workers() if workers is None else int(workers)
-    size = max(1, min(CHUNK, -(-len(jobs) // (4 * max(workers, 1)))))  # >= 4 tasks a worker: the last one stays short
-    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    chunks = tasks(jobs, workers)
     work = render_chunk if write_to is None else partial(write_chunk, write_to)
     if workers <= 1 or len(chunks) <= 1:
         for c in chunks:
