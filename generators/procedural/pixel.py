@@ -163,6 +163,15 @@ def soft32(d, px):
 
 
 @kernel
+def ellipse32(x, y, cx, cy, rx, ry, px):
+    """`ellipse` in float32."""
+    k = F32(0.5) * min(rx, ry) / px
+    a = (x - cx) / rx
+    b = (y - cy) / ry
+    return clip32(F32(0.5) + k - k * (a * a + b * b))
+
+
+@kernel
 def ray32(q, pu, pv):
     """`ray` in float32 (q from `surface32`)."""
     disc = pu * (q[0] * pu + q[1] * pv + q[2]) + pv * (q[3] * pv + q[4]) + q[5]

@@ -42,6 +42,7 @@ from generators.procedural.pixel import (
     blend_skin_row,
     claim_row,
     clip32,
+    ellipse32,
     exp_neg32,
     hit32,
     matrix32,
@@ -707,52 +708,78 @@ def _face_details(cv, ident, moles, skin, age):
 @kernel
 def _eyes_brows_px(maps, w, e, iris, brow_col, px):
     """Both eyes and brows, in mirrored head coordinates: the subject's left eye is at
-    x = +eye_dx, so with ax = |x| every formula serves both sides."""
+    x = +eye_dx, so with ax = |x| every formula serves both sides. A float32 row pass
+    (see `pixel.py`): every pixel runs every step, a step that does not reach it painting
+    with coverage 0."""
     albedo, _, label, _, _, _, hx, hy, front, _ = maps
     dx, cy, ew, eh, tilt, openness, gaze, by, bl, arch, btilt, bthick = e
-    g = dx + gaze * ew * 0.35  # gaze: both pupils move outward together (mirrored)
-    ir = eh * 1.05
+    shape = (F32(dx), F32(cy), F32(ew), F32(eh), F32(tilt), F32(openness), F32(gaze), F32(by), F32(bl), F32(arch),
+             F32(btilt), F32(bthick), F32(px))
+    colours = (F32(iris[0]), F32(iris[1]), F32(iris[2]), F32(brow_col[0]), F32(brow_col[1]), F32(brow_col[2]))
+    c0, c1 = w[2], w[3]
+    # the row's pixels in two scratch rows the pass updates in place: the compiler vectorises
+    # it only when it can rule out that its stores overwrite what it reads, checking each pair
+    # of arrays involved, and it gives up for the planes' seven pairs
+    buf, lab = np.empty((6, c1 - c0), F32), np.empty(c1 - c0, np.uint8)
     for i in range(w[0], w[1]):
-        for j in range(w[2], w[3]):
-            x, y, fw = hx[i, j], hy[i, j], front[i, j]
-            ax = abs(x)
-            eye_label = L_EYE if x > 0 else R_EYE
-            on_skin = fw if label[i, j] == SKIN else 0.0
-            # eye socket shadow and lid crease
-            paint(albedo, i, j, ellipse(ax, y, dx, cy - eh * 0.4, ew * 1.5, eh * 2.4, px * 6) * on_skin * 0.22,
-                  0.25, 0.15, 0.12)
-            # local eye coordinates, tilted (outer corner up for positive tilt)
-            tx = (ax - dx) / ew
-            ty = (y - cy) / eh + tx * (tilt * 1.2)
-            w2 = 1.0 - tx * tx
-            upper = -openness * w2 - 0.05
-            lower = w2 * (0.75 * max(openness, 0.15) - 0.05 * (1 - openness)) + 0.05
-            dist = max(max(upper - ty, ty - lower) * eh, (abs(tx) - 1.0) * ew)
-            eye = soft(dist, px) * on_skin
-            if openness > 0.05 and eye > 0.0:
-                paint(albedo, i, j, eye, 0.93, 0.91, 0.88)
-                claim(label, i, j, eye, eye_label)
-                paint(albedo, i, j, ellipse(ax, y, g, cy + eh * 0.05, ir, ir, px) * eye, iris[0], iris[1], iris[2])
-                pupil = ir * 0.45
-                paint(albedo, i, j, ellipse(ax, y, g, cy + eh * 0.05, pupil, pupil, px) * eye, 0.03, 0.03, 0.03)
-                # highlights sit to the image's right on both eyes: unmirror, shift, mirror back
-                glint = ir * 0.2
-                ha = ellipse(abs(x - ir * 0.3), y, g, cy - eh * 0.25, glint, glint, px) * eye * 0.9
-                paint(albedo, i, j, ha, 1.0, 1.0, 1.0)
-            # lash line along the upper lid
-            d = max(abs(ty - upper + 0.12) * eh - 0.012, (abs(tx) - 1.08) * ew)
-            lash = soft(d, px) * on_skin * 0.85
-            paint(albedo, i, j, lash, 0.06, 0.04, 0.04)
-            if openness > 0.05:
-                claim(label, i, j, lash, eye_label)
-            # brow: an arched band tapering towards the outer end
-            bx = (ax - dx) / bl
-            yc = bx * bx * arch + by - arch - bx * (btilt * bl)
-            thick = min(max(bx, 0.0), 1.0) * (-0.45 * bthick * 0.5) + bthick * 0.5
-            d = max(abs(y - yc) - thick, (abs(bx) - 1.0) * bl)
-            brow = soft(d, px) * fw * 0.95 if label[i, j] == SKIN else 0.0
-            paint(albedo, i, j, brow, brow_col[0], brow_col[1], brow_col[2])
-            claim(label, i, j, brow, eye_label + 2)  # L_BROW = L_EYE + 2, R_BROW = R_EYE + 2
+        buf[0], buf[1], buf[2] = hx[i, c0:c1], hy[i, c0:c1], front[i, c0:c1]
+        buf[3], buf[4], buf[5] = albedo[0, i, c0:c1], albedo[1, i, c0:c1], albedo[2, i, c0:c1]
+        lab[:] = label[i, c0:c1]
+        _eyes_brows_row(buf, lab, shape, colours)
+        albedo[0, i, c0:c1], albedo[1, i, c0:c1], albedo[2, i, c0:c1] = buf[3], buf[4], buf[5]
+        label[i, c0:c1] = lab
+
+
+@kernel
+def _eyes_brows_row(buf, label, e, colours):
+    """buf: the row's head x, head y, front-facing weight and albedo (updated); label updated."""
+    dx, cy, ew, eh, tilt, openness, gaze, by, bl, arch, btilt, bthick, px = e
+    ir_, ig, ib, br, bg, bb = colours
+    zero, one = F32(0.0), F32(1.0)
+    g = dx + gaze * ew * F32(0.35)  # gaze: both pupils move outward together (mirrored)
+    ir = eh * F32(1.05)
+    opened = one if openness > F32(0.05) else zero
+    for j in range(label.shape[0]):
+        x, y, fw, r, gr, b, lab = buf[0, j], buf[1, j], buf[2, j], buf[3, j], buf[4, j], buf[5, j], label[j]
+        ax = abs(x)
+        eye_label = np.uint8(L_EYE) if x > zero else np.uint8(R_EYE)
+        on_skin = fw if lab == SKIN else zero
+        # eye socket shadow and lid crease
+        a = ellipse32(ax, y, dx, cy - eh * F32(0.4), ew * F32(1.5), eh * F32(2.4), px * F32(6.0)) * on_skin * F32(0.22)
+        r, gr, b = r + (F32(0.25) - r) * a, gr + (F32(0.15) - gr) * a, b + (F32(0.12) - b) * a
+        # local eye coordinates, tilted (outer corner up for positive tilt)
+        tx = (ax - dx) / ew
+        ty = (y - cy) / eh + tx * (tilt * F32(1.2))
+        w2 = one - tx * tx
+        upper = -openness * w2 - F32(0.05)
+        lower = w2 * (F32(0.75) * max(openness, F32(0.15)) - F32(0.05) * (one - openness)) + F32(0.05)
+        dist = max(max(upper - ty, ty - lower) * eh, (abs(tx) - one) * ew)
+        eye = soft32(dist, px) * on_skin * opened
+        r, gr, b = r + (F32(0.93) - r) * eye, gr + (F32(0.91) - gr) * eye, b + (F32(0.88) - b) * eye
+        lab = eye_label if eye > F32(0.5) else lab
+        a = ellipse32(ax, y, g, cy + eh * F32(0.05), ir, ir, px) * eye
+        r, gr, b = r + (ir_ - r) * a, gr + (ig - gr) * a, b + (ib - b) * a
+        pupil = ir * F32(0.45)
+        a = ellipse32(ax, y, g, cy + eh * F32(0.05), pupil, pupil, px) * eye
+        r, gr, b = r + (F32(0.03) - r) * a, gr + (F32(0.03) - gr) * a, b + (F32(0.03) - b) * a
+        # highlights sit to the image's right on both eyes: unmirror, shift, mirror back
+        glint = ir * F32(0.2)
+        a = ellipse32(abs(x - ir * F32(0.3)), y, g, cy - eh * F32(0.25), glint, glint, px) * eye * F32(0.9)
+        r, gr, b = r + (one - r) * a, gr + (one - gr) * a, b + (one - b) * a
+        # lash line along the upper lid
+        d = max(abs(ty - upper + F32(0.12)) * eh - F32(0.012), (abs(tx) - F32(1.08)) * ew)
+        lash = soft32(d, px) * on_skin * F32(0.85)
+        r, gr, b = r + (F32(0.06) - r) * lash, gr + (F32(0.04) - gr) * lash, b + (F32(0.04) - b) * lash
+        lab = eye_label if lash * opened > F32(0.5) else lab
+        # brow: an arched band tapering towards the outer end
+        bx = (ax - dx) / bl
+        yc = bx * bx * arch + by - arch - bx * (btilt * bl)
+        thick = min(max(bx, zero), one) * (F32(-0.45) * bthick * F32(0.5)) + bthick * F32(0.5)
+        d = max(abs(y - yc) - thick, (abs(bx) - one) * bl)
+        brow = soft32(d, px) * fw * F32(0.95) if lab == SKIN else zero
+        r, gr, b = r + (br - r) * brow, gr + (bg - gr) * brow, b + (bb - b) * brow
+        lab = eye_label + np.uint8(2) if brow > F32(0.5) else lab  # L_BROW = L_EYE + 2, R_BROW = R_EYE + 2
+        buf[3, j], buf[4, j], buf[5, j], label[j] = r, gr, b, lab
 
 
 @geometry
