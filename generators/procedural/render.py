@@ -1044,7 +1044,7 @@ def _hat(cv, ident, nz, W):
 
 
 @kernel
-def _finish_px(maps, out, L, amb, tint, noise_bank, noise, taps):
+def _finish_px(maps, out, L, amb, tint, bank, ov, ou, noise, taps):
     """Light (Lambert plus ambient, scaled by how lit each pixel is), expose, add sensor
     noise, blur (separable, `taps` of one side, centre first; one tap: no blur), quantise.
 
@@ -1063,8 +1063,11 @@ def _finish_px(maps, out, L, amb, tint, noise_bank, noise, taps):
     for k in range(3):
         tk = tint[k]
         for i in range(n):
+            # the bank's row as a contiguous view (a (3, n, n) window of it would have strides
+            # the compiler cannot know, and the pass would stay scalar)
+            dst, src, sh, grain = img[k, i], albedo[k, i], shade[i], bank[k, ov + i, ou:ou + n]
             for j in range(n):
-                img[k, i, j] = albedo[k, i, j] * tk * shade[i, j] + noise_bank[k, i, j] * noise
+                dst[j] = src[j] * tk * sh[j] + grain[j] * noise
     r = len(taps) - 1
     if r > 0:  # along rows into `tmp`, then along columns back into `img`; edges repeat
         tmp = np.empty_like(img)
@@ -1118,5 +1121,5 @@ def _finish(cv, nz, bank, taps):
     tint = (255 * (1 + nz.light_tint) * nz.exposure, 255 * nz.exposure, 255 * (1 - nz.light_tint) * nz.exposure)
     out = np.empty((size, size, 3), np.uint8)
     ou, ov = int(nz.noise_u * (512 - size)), int(nz.noise_v * (512 - size))
-    _finish_px(cv.maps, out, L, nz.light_ambient, tint, bank[:, ov:ov + size, ou:ou + size], nz.noise * 0.7 * 255, taps)
+    _finish_px(cv.maps, out, L, nz.light_ambient, tint, bank, ov, ou, nz.noise * 0.7 * 255, taps)
     return out
