@@ -1055,10 +1055,11 @@ def _finish_px(maps, out, L, amb, tint, bank, ov, ou, noise, taps):
     diffuse, flat = 1.2 * (1 - amb), amb * 1.1 - 1.0
     shade = np.empty((n, n), np.float32)
     for i in range(n):
+        sh, nx_, ny_, nz_, lt = shade[i], nrm[0, i], nrm[1, i], nrm[2, i], lit[i]
         for j in range(n):
-            nx, ny, nz = nrm[0, i, j], nrm[1, i, j], nrm[2, i, j]
+            nx, ny, nz = nx_[j], ny_[j], nz_[j]
             lam = max((nx * lx + ny * ly + nz * lz) / math.sqrt(nx * nx + ny * ny + nz * nz + 1e-12), 0.0)
-            shade[i, j] = 1.0 + lit[i, j] * (flat + diffuse * lam)
+            sh[j] = 1.0 + lt[j] * (flat + diffuse * lam)
     img = albedo  # lit in place
     for k in range(3):
         tk = tint[k]
@@ -1092,11 +1093,13 @@ def _finish_px(maps, out, L, amb, tint, bank, ov, ou, noise, taps):
                     w, above, below = taps[t], tmp[k, max(i - t, 0)], tmp[k, min(i + t, n - 1)]
                     for j in range(n):
                         dst[j] += w * (above[j] + below[j])
+    lo, hi, half = np.float32(0.0), np.float32(255.0), np.float32(0.5)
     for i in range(n):
+        o, red, green, blue = out[i], img[0, i], img[1, i], img[2, i]
         for j in range(n):  # truncation after + 0.5: rounding
-            out[i, j, 0] = np.uint8(min(max(img[0, i, j] + 0.5, 0.0), 255.0))
-            out[i, j, 1] = np.uint8(min(max(img[1, i, j] + 0.5, 0.0), 255.0))
-            out[i, j, 2] = np.uint8(min(max(img[2, i, j] + 0.5, 0.0), 255.0))
+            o[j, 0] = np.uint8(min(max(red[j] + half, lo), hi))
+            o[j, 1] = np.uint8(min(max(green[j] + half, lo), hi))
+            o[j, 2] = np.uint8(min(max(blue[j] + half, lo), hi))
 
 
 @lru_cache(maxsize=256)
