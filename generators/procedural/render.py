@@ -402,29 +402,52 @@ def _background(cv, nz, axis):
 
 @kernel
 def _neck_px(maps, w, un, rn, px, r, g, b):
-    """A vertical cylinder below the jaw."""
+    """A vertical cylinder below the jaw (a float32 row pass, see `pixel.py`)."""
     albedo, nrm, label, lit, pu, pv = maps[:6]
+    c0, c1 = w[2], w[3]
+    out = np.empty((4, c1 - c0), F32)
+    colour = (F32(r), F32(g), F32(b))
     for i in range(w[0], w[1]):
-        for j in range(w[2], w[3]):
-            du = pu[i, j] - un
-            a = soft(abs(du) - rn, px) * soft(0.2 - pv[i, j], px)
-            paint_lit(albedo, lit, i, j, a, r, g, b, 1.0)
-            claim(label, i, j, a, NECK)
-            nx = min(max(du / rn, -1.0), 1.0)
-            set_normal(nrm, i, j, a, nx, 0.25, math.sqrt(max(1.0 - nx * nx, 0.0)))
+        _neck_row(pu[i, c0:c1], pv[i, c0:c1], F32(un), F32(rn), F32(px), out)
+        a = out[0]
+        for k in range(3):
+            blend_row_to(albedo[k, i, c0:c1], a, colour[k])
+            put_row(nrm[k, i, c0:c1], out[1 + k], a, F32(0.5))
+        blend_row_to(lit[i, c0:c1], a, F32(1.0))
+        claim_row(label[i, c0:c1], a, NECK)
+
+
+@kernel
+def _neck_row(pu, pv, un, rn, px, out):
+    """out[0] coverage, 1-3 normal."""
+    for j in range(out.shape[1]):
+        du = pu[j] - un
+        out[0, j] = soft32(abs(du) - rn, px) * soft32(F32(0.2) - pv[j], px)
+        nx = min(max(du / rn, F32(-1.0)), F32(1.0))
+        out[1, j], out[2, j], out[3, j] = nx, F32(0.25), np.sqrt(max(F32(1.0) - nx * nx, F32(0.0)))
 
 
 @kernel
 def _cloth_px(maps, w, un, base, px, r, g, b):
-    """Shoulders sloping away from a neckline."""
+    """Shoulders sloping away from a neckline (a float32 row pass, see `pixel.py`)."""
     albedo, _, label, lit, pu, pv = maps[:6]
+    c0, c1 = w[2], w[3]
+    a = np.empty(c1 - c0, F32)
+    colour = (F32(r), F32(g), F32(b))
     for i in range(w[0], w[1]):
-        for j in range(w[2], w[3]):
-            du = pu[i, j] - un
-            top = math.exp(-((du * 2.6) ** 2)) * 0.25 + base - min(abs(du), 1.2) * 0.12
-            a = soft(top - pv[i, j], px)
-            paint_lit(albedo, lit, i, j, a, r, g, b, 0.7)
-            claim(label, i, j, a, CLOTH)
+        _cloth_row(pu[i, c0:c1], pv[i, c0:c1], F32(un), F32(base), F32(px), a)
+        for k in range(3):
+            blend_row_to(albedo[k, i, c0:c1], a, colour[k])
+        blend_row_to(lit[i, c0:c1], a, F32(0.7))
+        claim_row(label[i, c0:c1], a, CLOTH)
+
+
+@kernel
+def _cloth_row(pu, pv, un, base, px, a):
+    for j in range(a.shape[0]):
+        du = pu[j] - un
+        top = exp_neg32(-(du * F32(2.6)) ** 2) * F32(0.25) + base - min(abs(du), F32(1.2)) * F32(0.12)
+        a[j] = soft32(top - pv[j], px)
 
 
 @geometry
