@@ -14,7 +14,9 @@ coefficients and finds the pixel window the layer can reach, then a kernel (see
 compiled with numba and `render` makes one call into them a face: the world is rendered by
 the hundred thousand, and at 112 px a numpy version spends its time in the ~1,500 array
 calls a face needs, and a Python version of the geometry ~0.3 ms a face (a quarter of the
-render) in attribute lookups and kernel dispatch.
+render) in attribute lookups and kernel dispatch. The layers covering most pixels (skin,
+hair, eyes and brows, neck, shoulders, finishing) are float32 row passes that LLVM
+vectorises; the rest loop per pixel in float64.
 
 Features that come in mirror pairs (eyes, brows, nostrils, nose wings, cheek folds,
 dimples, lenses) are painted once, for both sides, in mirrored head coordinates |x|.
