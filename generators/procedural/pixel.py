@@ -26,8 +26,12 @@ from numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 # Every kernel: cached on disk (compiled once per machine), no GIL, numpy's division
-# semantics (no ZeroDivisionError checks in the inner loops).
-kernel = njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+# semantics (no ZeroDivisionError checks in the inner loops). Of fastmath, only the flags
+# that change no finite result (no NaN or inf to care about): with contraction into FMAs,
+# reassociation or reciprocals the compiler's choices depend on what it inlined, and a
+# kernel compiled in this process then gave other last bits than the same kernel loaded
+# from the cache, so the same seed gave other bytes after a fresh compile.
+kernel = njit(cache=True, nogil=True, error_model="numpy", fastmath={"nnan", "ninf"})
 
 SURFACE = 23  # 11 ray-cast coefficients + a 3x4 normal matrix
 
@@ -130,7 +134,7 @@ _PI_HI, _PI_LO = F32(3.1415927), F32(-8.742278e-08)  # pi = _PI_HI + _PI_LO, for
 def sin32(x):
     """sin(x) with x = r + k pi, r in [-pi/2, pi/2], a degree-11 Taylor polynomial in r and
     the sign of (-1)^k: off by < 3e-7 for |x| < 10, growing with |x| (the reduction's float32
-    rounding) to < 6e-6 at 200; the hair's streak phases stay below ~110."""
+    rounding) to < 1e-5 at 200; the hair's streak phases stay below ~110."""
     k = np.floor(x * F32(0.31830987) + F32(0.5))
     r = (x - k * _PI_HI) - k * _PI_LO
     r2 = r * r
@@ -214,6 +218,15 @@ def blend_row_to(dst, a, value):
     """Alpha-composite one value over a row: dst += (value - dst) a."""
     for j in range(dst.shape[0]):
         dst[j] += (value - dst[j]) * a[j]
+
+
+@kernel
+def paint_lit_row(albedo, lit, label, i, c0, c1, a, colour, how_lit, cls):
+    """`paint_lit` and `claim` of one float32 colour over columns c0:c1 of row i, coverage a."""
+    for k in range(3):
+        blend_row_to(albedo[k, i, c0:c1], a, colour[k])
+    blend_row_to(lit[i, c0:c1], a, how_lit)
+    claim_row(label[i, c0:c1], a, cls)
 
 
 @kernel

@@ -49,6 +49,7 @@ from generators.procedural.pixel import (
     hit32,
     matrix32,
     normal32,
+    paint_lit_row,
     put_normal_row,
     put_row,
     ray32,
@@ -412,11 +413,9 @@ def _neck_px(maps, w, un, rn, px, r, g, b):
     for i in range(w[0], w[1]):
         _neck_row(pu[i, c0:c1], pv[i, c0:c1], F32(un), F32(rn), F32(px), out)
         a = out[0]
+        paint_lit_row(albedo, lit, label, i, c0, c1, a, colour, F32(1.0), NECK)
         for k in range(3):
-            blend_row_to(albedo[k, i, c0:c1], a, colour[k])
             put_row(nrm[k, i, c0:c1], out[1 + k], a, F32(0.5))
-        blend_row_to(lit[i, c0:c1], a, F32(1.0))
-        claim_row(label[i, c0:c1], a, NECK)
 
 
 @kernel
@@ -438,10 +437,7 @@ def _cloth_px(maps, w, un, base, px, r, g, b):
     colour = (F32(r), F32(g), F32(b))
     for i in range(w[0], w[1]):
         _cloth_row(pu[i, c0:c1], pv[i, c0:c1], F32(un), F32(base), F32(px), a)
-        for k in range(3):
-            blend_row_to(albedo[k, i, c0:c1], a, colour[k])
-        blend_row_to(lit[i, c0:c1], a, F32(0.7))
-        claim_row(label[i, c0:c1], a, CLOTH)
+        paint_lit_row(albedo, lit, label, i, c0, c1, a, colour, F32(0.7), CLOTH)
 
 
 @kernel
