@@ -14,7 +14,7 @@ Conventions shared by all kernels:
 - a surface (ellipsoid seen by the camera) is a float64 vector of `SURFACE` coefficients
   made by `render.surface`: the ray-cast quadratic, then the 3x4 normal matrix;
 - arithmetic is float64 (Python floats are), storage float32; except in the float32 row
-  passes at the end of this file, which the two kernels covering the whole head use.
+  passes at the end of this file, which the layers covering most pixels use.
 """
 
 from __future__ import annotations
@@ -115,16 +115,15 @@ def set_normal(nrm, i: int, j: int, a: float, nx: float, ny: float, nz: float) -
         nrm[2, i, j] = nz
 
 
-
 # --------------------------------------------------------------------------- float32 row passes
 #
-# The two kernels that cover the whole head (skin, hair) run as passes over one image row at
-# a time: a branch-free pass computes every pixel's coverage, depth, colour and normal into
-# scratch rows, then short passes blend and claim. Without branches, in float32, LLVM turns
-# each pass into AVX2 code that does 8 pixels an instruction (the scalar per-pixel loops
-# were ~3x slower); libm's sin and exp are calls it cannot vectorise, hence the polynomials.
-# Every constant in these is a float32: one float64 in an expression makes the pass run at
-# half width.
+# The layers that cover most pixels (skin, hair, eyes and brows, neck, shoulders) run as
+# passes over one image row at a time: a branch-free pass computes every pixel's coverage,
+# depth, colour and normal into scratch rows, then short passes blend and claim. Without
+# branches, in float32, LLVM turns each pass into AVX2 code that does 8 pixels an
+# instruction (the scalar per-pixel loops were ~3x slower); libm's sin and exp are calls it
+# cannot vectorise, hence the polynomials. Every constant in these is a float32: one float64
+# in an expression makes the pass run at half width.
 
 F32 = np.float32
 _PI_HI, _PI_LO = F32(3.1415927), F32(-8.742278e-08)  # pi = _PI_HI + _PI_LO, for the reduction

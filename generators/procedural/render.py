@@ -350,7 +350,7 @@ def _render(irec, moles, nrec, size, axis, bank, taps):
         _bun(cv, ident, hair)
     ears = _ears(cv, ident, nz)
     for ear in ears:
-        if not ear[5]:
+        if not ear.near:
             _paint_ear(cv, ear, skin)
 
     W = _head_window(cv, ident, True)
@@ -360,12 +360,12 @@ def _render(irec, moles, nrec, size, axis, bank, taps):
     _mouth(cv, ident, nz, skin)
     _nose(cv, ident, skin)
     for ear in ears:
-        if ear[5]:
+        if ear.near:
             _paint_ear(cv, ear, skin)
     _hair(cv, ident, nz, hair, W)
     if ident.earrings:
         for ear in ears:
-            if ear[5] or abs(yaw_s) < 0.3:
+            if ear.near or abs(yaw_s) < 0.3:
                 _earring(cv, ear)
     if nz.glasses:
         _glasses(cv, ident, nz)
@@ -500,10 +500,21 @@ def _bun(cv, ident, hair):
     _blob_px(cv.maps, win, surface(cv, c, (r, r * 0.9, r)), hair[0], hair[1], hair[2], HAIR, 0.8)
 
 
+class _Ear(NamedTuple):
+    """One ear on the view plane. A near ear has swung toward the camera and is painted
+    over the head, a far one under it."""
+
+    u: float
+    v: float
+    half_w: float
+    half_h: float
+    label: int
+    near: bool
+
+
 @geometry
 def _ears(cv, ident, nz):
-    """Both ears as (u, v, half width, half height, label, near): near ears have swung
-    toward the camera and are painted over the head, far ones under it."""
+    """Both ears (`_Ear`)."""
     yaw_s = math.sin(math.radians(nz.yaw))
     R = cv.R
     out = []
@@ -516,7 +527,7 @@ def _ears(cv, ident, nz):
         w = ident.ear_size * (0.16 + 0.24 * abs(yaw_s)) if toward else ident.ear_size * 0.16 * max(1 - abs(yaw_s) * 1.6, 0.15)
         # centre pushed outward so a frontal ear sticks out of the silhouette
         u0 = v[0] + (0 if toward else side * w * 0.6 * (1 - abs(yaw_s)))
-        out.append((u0, v[1], max(w, 0.035), h, label, toward))
+        out.append(_Ear(u0, v[1], max(w, 0.035), h, label, toward))
     return out
 
 
@@ -535,10 +546,10 @@ def _ear_px(maps, w, u, v, ew, eh, px, r, g, b, cls):
 
 @geometry
 def _paint_ear(cv, ear, skin):
-    u, v, w, h, label, _ = ear
-    rad = max(w, h) + cv.px  # the ear's extent, plus a pixel
+    u, v = ear.u, ear.v
+    rad = max(ear.half_w, ear.half_h) + cv.px  # the ear's extent, plus a pixel
     win = _box(cv, np.array([u - rad, u + rad]), np.array([v - rad, v + rad]), 2)
-    _ear_px(cv.maps, win, u, v, w, h, cv.px, skin[0], skin[1], skin[2], label)
+    _ear_px(cv.maps, win, u, v, ear.half_w, ear.half_h, cv.px, skin[0], skin[1], skin[2], ear.label)
 
 
 @kernel
@@ -554,7 +565,7 @@ def _disc_px(maps, w, u, v, rad, px, r, g, b, cls, how_lit):
 
 @geometry
 def _earring(cv, ear):
-    u, v = ear[0], ear[1] + ear[3] * 1.05
+    u, v = ear.u, ear.v + ear.half_h * 1.05
     win = _box(cv, np.array([u - 0.05, u + 0.05]), np.array([v - 0.05, v + 0.05]), 2)
     _disc_px(cv.maps, win, u, v, 0.028, cv.px, 0.85, 0.75, 0.35, EARRING, 1.0)
 
