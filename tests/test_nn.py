@@ -69,6 +69,44 @@ def test_forward_features_and_head_split_for_serfiq():
         assert torch.equal(flat, before)
 
 
+_CHANNELS_LAST_STEP = """
+import torch
+from fsbench.nn.iresnet import get_model
+from fsbench.train.data import normalize
+
+torch.manual_seed(0)
+pixels = torch.randint(0, 256, (16, 48, 48, 3), dtype=torch.uint8)
+grads = []
+for x in (pixels.float().permute(0, 3, 1, 2) / 127.5 - 1, normalize(pixels)):  # channels-last view, then NCHW
+    torch.manual_seed(1)
+    model = get_model("r4", num_features=16, input_size=48, width=8).train()
+    model(x).square().sum().backward()
+    grads.append(model.layer1[0].downsample[0].weight.grad)
+assert normalize(pixels).is_contiguous()
+torch.backends.mkldnn.enabled = False  # torch's own kernels: the reference
+torch.manual_seed(1)
+ref = get_model("r4", num_features=16, input_size=48, width=8).train()
+ref(normalize(pixels)).square().sum().backward()
+want = ref.layer1[0].downsample[0].weight.grad
+for g in grads:
+    # float32 sums in another order differ by ~2e-3 here; the bug gave gradients off by 100x
+    assert float((g - want).abs().max() / want.abs().max()) < 2e-2, "wrong 1x1 shortcut gradient"
+print("ok")
+"""
+
+
+def test_a_channels_last_batch_trains_the_tiny_shape_safely():
+    """The `tiny` preset's shape (48 px, width 8) from a batch permuted out of (N, H, W, 3)
+    pixels: oneDNN's channels-last 1x1 stride-2 backward-weights kernel segfaulted on AVX-512
+    machines (fewer input channels than its block of 16), so `make demo` died there. Run in
+    a subprocess, so that a crash fails this test rather than the whole session."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _CHANNELS_LAST_STEP], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
 def test_non_standard_sizes_and_errors():
     assert [map_size(s) for s in (112, 64, 56, 16)] == [7, 4, 4, 1]
     model = get_model("r4", num_features=16, input_size=56, width=4).eval()

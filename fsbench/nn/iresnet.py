@@ -137,7 +137,16 @@ class IResNet(nn.Module):
         self.features.weight.requires_grad = False
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(N, 3, S, S) -> (N, C * s * s): the flattened map that enters dropout + fc."""
+        """(N, 3, S, S) -> (N, C * s * s): the flattened map that enters dropout + fc.
+
+        On CPU the input is made NCHW-contiguous: a batch permuted from (N, S, S, 3) pixels
+        has channels-last strides, torch then runs every conv channels-last, and oneDNN's
+        1x1 stride-2 backward-weights kernel for channels-last input with fewer input
+        channels than its block (16 on AVX-512) writes past its workspace: a segfault on
+        AVX-512 machines for the `tiny` preset's width-8 shortcut (oneDNN issue 6035).
+        """
+        if x.device.type == "cpu":
+            x = x.contiguous()
         x = self.prelu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 8w, s, s)
         return torch.flatten(self.bn2(x), 1)

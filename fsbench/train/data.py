@@ -39,8 +39,10 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]: (x / 255 - 0.5) / 0.5."""
-    return (images.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]: (x / 255 - 0.5) / 0.5, NCHW-contiguous
+    (a permuted view would carry channels-last strides into every conv; see IResNet.forward_features)."""
+    x = images.permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)
+    return (x.float() / 255.0 - 0.5) / 0.5
 
 
 class TrainBatches:
