@@ -81,6 +81,15 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _platform() -> dict[str, Any]:
+    """The torch build and CPU kernels behind embeddings, when torch was used at all."""
+    if "torch" not in sys.modules:
+        return {}
+    from fsbench.train.device import compute_platform
+
+    return {"platform": compute_platform()}
+
+
 def _split_options(specs: list[str], options: dict[str, str]) -> dict[str, dict[str, str]]:
     """`-o iou.bins=50` -> {"iou": {"bins": "50"}}; an option for an unselected metric is refused."""
     names = {s.partition(":")[0] for s in specs}
@@ -175,6 +184,7 @@ def run_evaluation(
         "benchmarks": [str(b) for b in benches or []],
         "metric_options": per_metric,
         "python": sys.version.split()[0],
+        **_platform(),
     }
     result = EvaluationResult(str(dataset.root), out_dir, results, errors, provenance, list(dataset.skipped))
     _save(result)

@@ -28,6 +28,14 @@ def test_demo_end_to_end_and_rerun_reuses(tmp_path: Path) -> None:
     assert report.markdown.read_text().count("synthetic-low-diversity") >= 1
     for name in ("real", "synthetic-default", "synthetic-low-diversity"):
         assert (tmp_path / "demo" / f"sheet-{name}.png").stat().st_size > 0
+    # the FR model's numbers depend on torch's CPU kernels: the record says which ran
+    import json
+
+    import torch
+
+    prov = json.loads((tmp_path / "demo" / "eval" / "real" / "metrics.json").read_text())["provenance"]
+    assert prov["platform"]["torch"] == torch.__version__
+    assert prov["platform"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     log = tmp_path / "demo" / "fr" / "metrics.jsonl"
     steps = log.read_text().count("\n")
     assert steps > 0

@@ -137,6 +137,9 @@ def test_resume_is_exact(data, tmp_path, monkeypatch):
     assert [r["loss"] for r in lines] == [r["loss"] for r in full_lines]
     cfg = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert cfg["seed"] == 0 and cfg["total_steps"] == 18 and cfg["steps_per_epoch"] == 6 and cfg["num_classes"] == 6
+    # the kernels the weights came from: the same seed gives the same weights on the same kind of machine
+    assert cfg["platform"]["torch"] == torch.__version__ and cfg["platform"]["device"] == "cpu"
+    assert cfg["platform"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
     # another seed gives other weights; a finished run returns at once
     other = train_fr(data, tmp_path / "seed1", "tiny", {**FAST, "seed": 1, "max_steps": 3}, show_progress=False)

@@ -9,7 +9,7 @@ import torch
 
 from fsbench.errors import UsageError
 
-__all__ = ["amp_context", "grad_scaler", "pick_device", "use_amp"]
+__all__ = ["amp_context", "compute_platform", "grad_scaler", "pick_device", "use_amp"]
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
@@ -38,3 +38,19 @@ def amp_context(device: torch.device, enabled: bool) -> contextlib.AbstractConte
 def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     """Loss scaling for fp16; disabled (a pass-through) on CPU or without AMP."""
     return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
+
+
+def compute_platform(device: torch.device | None = None) -> dict[str, Any]:
+    """What a trained model's last bits depend on besides seed and data, for the record:
+    torch picks ISA-specific kernels (oneDNN's AVX2 and AVX-512 convolutions sum in other
+    orders), so the same seed trains the same weights only on the same kind of machine."""
+    import platform
+
+    info: dict[str, Any] = {"torch": torch.__version__, "machine": platform.machine(),
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "threads": torch.get_num_threads()}
+    if device is not None:
+        info["device"] = str(device)
+        if device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(device)
+    return info

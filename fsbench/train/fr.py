@@ -41,7 +41,7 @@ from fsbench.train import dist
 from fsbench.train.checkpoint import load_checkpoint, save_checkpoint
 from fsbench.train.config import resolve
 from fsbench.train.data import RESIZE, TrainBatches, normalize
-from fsbench.train.device import amp_context, grad_scaler, pick_device, use_amp
+from fsbench.train.device import amp_context, compute_platform, grad_scaler, pick_device, use_amp
 from fsbench.train.seed import get_rng_state, seed_everything, set_rng_state
 
 __all__ = ["FR_PRESETS", "FRModel", "FRRun", "fr_config", "load_backbone", "train_fr"]
@@ -302,7 +302,7 @@ def train_fr(
             "num_classes": ds.num_identities, "images": len(batches.pool), "steps_per_epoch": spe,
             "total_steps": total, "world_size": info.world_size, "device_used": str(device),
             "amp_used": amp, "resize": RESIZE if tuple(ds.image_size) != (cfg["input_size"],) * 2 else "none",
-            "fsbench_version": fsbench.__version__,
+            "fsbench_version": fsbench.__version__, "platform": compute_platform(device),
         })
 
     net: nn.Module = model
