@@ -53,6 +53,48 @@ def test_same_seed_gives_byte_identical_files(world: Path, tmp_path: Path) -> No
     assert a == b
 
 
+# sha256 of the arrays and manifest rows of 23 items (training, 256 and 48 px, one of each
+# benchmark protocol): the world every published number was measured on. A change to the
+# renderer or the draws that moves a single pixel changes it; when that is meant, update
+# WORLD_DIGEST in the same commit and republish what depends on the world (reports/, the
+# README's demo and calibration tables). Computed arrays, not files: JPEG and zlib bytes may
+# differ between library builds while the images they hold do not.
+WORLD_DIGEST = "fc4aec37be13fc1d85ca6b63ecf04839551b8466cccc0ae5107a7ba9aae2a5db"
+_WORLD_DIGEST_CODE = """
+import hashlib, json
+from generators.procedural.bench import bench_job
+from generators.procedural.items import Job, render_arrays
+jobs = [Job(0, i, j) for i in range(6) for j in range(3)] + [Job(3, 7, 0, 256), Job(3, 7, 1, 48)]
+jobs += [bench_job(0, p, 10_000_000 + k, k % 4, 112) for k, p in enumerate(("lfw_like", "cfp_fp_like", "agedb_like"))]
+h = hashlib.sha256()
+for job in jobs:
+    image, labels, row = render_arrays(job)
+    h.update(image.tobytes()); h.update(labels.tobytes()); h.update(json.dumps(row, sort_keys=True).encode())
+digest = h.hexdigest()
+"""
+
+
+def test_the_world_is_pinned() -> None:
+    scope: dict = {}
+    exec(_WORLD_DIGEST_CODE, scope)
+    assert scope["digest"] == WORLD_DIGEST
+
+
+def test_the_world_does_not_depend_on_the_cpus_vector_width(tmp_path: Path) -> None:
+    """numba compiles the kernels for the host (AVX-512 on one machine, AVX2 on another): with
+    no value-changing fastmath every vector lane gives the IEEE result, so the same seed gives
+    the same pixels everywhere. Compiled here for plain x86-64 (SSE2) in a fresh cache;
+    the digest was also checked for haswell (AVX2) and for an AVX-512 host."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CPU_NAME": "x86-64", "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", _WORLD_DIGEST_CODE + "print(digest)"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == WORLD_DIGEST
+
+
 def test_any_item_regenerates_from_its_key_alone(world: Path) -> None:
     ident, name, jpeg, aux, row = render_job(Job(5, 2, 1))
     assert (ident, name) == ("id_00000002", "0001.jpg")
