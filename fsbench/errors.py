@@ -43,5 +43,9 @@ class CheckpointError(FsbenchError):
         super().__init__(f"{path}: {problem}")
 
 
+class TrainingError(FsbenchError):
+    """Training cannot go on (a loss became NaN or infinite); the last checkpoint is kept."""
+
+
 class MetricError(FsbenchError):
     """A metric is undefined for the given input (one identity for SEP, too few samples...)."""

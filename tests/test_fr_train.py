@@ -71,7 +71,8 @@ def states_equal(a: dict, b: dict) -> bool:
 def test_presets_and_overrides():
     casia = fr_config("casia")
     assert (casia["network"], casia["batch_size"], casia["epochs"], casia["lr_steps"]) == ("r50", 512, 40, (24, 30, 36))
-    assert (casia["margin"], casia["m"], casia["s"], casia["momentum"], casia["weight_decay"]) == ("arcface", 0.5, 30.0, 0.9, 5e-4)
+    assert (casia["margin"], casia["m"], casia["s"], casia["momentum"], casia["weight_decay"]) == (
+        "arcface", 0.5, 30.0, 0.9, 5e-4)
     cfg = fr_config("tiny", parse_overrides(["lr=0.05", "lr_steps=3,5", "flip=false", "epochs=7", "network=r18"]))
     assert (cfg["lr"], cfg["lr_steps"], cfg["flip"], cfg["epochs"], cfg["network"]) == (0.05, (3, 5), False, 7, "r18")
     with pytest.raises(UsageError, match="unknown option\\(s\\) learning_rate"):
@@ -121,8 +122,9 @@ def test_resume_is_exact(data, tmp_path, monkeypatch):
 
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
-    assert states_equal(a["model"], b["model"]) and states_equal(a["head"], b["head"])
-    for sa, sb in zip(a["opt"]["state"].values(), b["opt"]["state"].values()):
+    ma, mb = a["state"]["modules"], b["state"]["modules"]
+    assert states_equal(ma["backbone"], mb["backbone"]) and states_equal(ma["head"], mb["head"])
+    for sa, sb in zip(a["state"]["optimizers"]["sgd"]["state"].values(), b["state"]["optimizers"]["sgd"]["state"].values()):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     wa = torch.load(tmp_path / "full" / "backbone.pth", weights_only=True)
     wb = torch.load(tmp_path / "cut" / "backbone.pth", weights_only=True)
@@ -145,7 +147,7 @@ def test_resume_is_exact(data, tmp_path, monkeypatch):
     other = train_fr(data, tmp_path / "seed1", "tiny", {**FAST, "seed": 1, "max_steps": 3}, show_progress=False)
     assert other.steps == 3
     c = load_checkpoint(tmp_path / "seed1" / "checkpoint.pt")
-    assert not torch.equal(c["model"]["fc.weight"], a["model"]["fc.weight"])
+    assert not torch.equal(c["state"]["modules"]["backbone"]["fc.weight"], ma["backbone"]["fc.weight"])
     decoded: list[int] = []
     real_decode = TrainBatches._decode_all
     monkeypatch.setattr(TrainBatches, "_decode_all", lambda self, show: decoded.append(1) or real_decode(self, show))
@@ -290,8 +292,8 @@ def test_benchmark_fr_table_and_files(cli, tmp_path):
 
     # the reported accuracy is part A's verification of the trained model, reproduced here
     from fsbench.data.pairs import read_bin_pairs
+    from fsbench.verification import verify_embedder
     from plugins.fr.embedder import RunEmbedder
-    from plugins.metrics.verification import verify_embedder
 
     res = verify_embedder(RunEmbedder(rows[0]["run_dir"]), read_bin_pairs(b1), flip=True, n_folds=10)
     assert 100 * res.accuracy == pytest.approx(rows[0]["easy"])

@@ -28,11 +28,13 @@ def use_amp(device: torch.device, wanted: bool) -> bool:
     return bool(wanted) and device.type == "cuda"
 
 
-def amp_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """fp16 autocast on CUDA (as arcface_torch trains), a no-op otherwise."""
+def amp_context(
+    device: torch.device, enabled: bool, dtype: torch.dtype = torch.float16
+) -> contextlib.AbstractContextManager[Any]:
+    """Autocast on CUDA (fp16 as arcface_torch trains, or bf16), a no-op otherwise."""
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
-import fsbench
-from fsbench import ui
 from fsbench.data import FaceDataset
 from fsbench.errors import CheckpointError, DatasetError, UsageError
 from fsbench.nn.iresnet import ARCHS, IResNet, get_model
 from fsbench.nn.margin import MARGINS, LinearHead, MarginHead
 from fsbench.train import dist
-from fsbench.train.checkpoint import load_checkpoint, save_checkpoint
+from fsbench.train.checkpoint import load_checkpoint
 from fsbench.train.config import resolve
 from fsbench.train.data import RESIZE, TrainBatches, normalize
-from fsbench.train.device import amp_context, compute_platform, grad_scaler, pick_device, use_amp
-from fsbench.train.seed import get_rng_state, seed_everything, set_rng_state
+from fsbench.train.loop import CHECKPOINT, StepContext, TrainEnv, TrainState, train_loop
 
 __all__ = ["FR_PRESETS", "FRModel", "FRRun", "fr_config", "load_backbone", "train_fr"]
 
@@ -123,7 +119,6 @@ FR_PRESETS["segtex"] = {
 # Keys that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "workers", "cache_images", "epochs"})
 
-CHECKPOINT = "checkpoint.pt"
 BACKBONE = "backbone.pth"
 
 
@@ -203,34 +198,32 @@ class FRRun:
     config: dict[str, Any]
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+def fr_state(cfg: dict[str, Any], num_classes: int, device: torch.device) -> TrainState:
+    """Backbone, margin head and their SGD optimizer, as the training loop keeps them."""
+    model = build_model(cfg, num_classes).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]  # `features.weight` is frozen
+    opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    return TrainState(modules={"backbone": model.backbone, "head": model.head}, optimizers={"sgd": opt})
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # the line being written when the run died
-    path.write_text("".join(k + "\n" for k in keep))
+def fr_step(cfg: dict[str, Any]) -> Callable[[StepContext, Any], dict[str, Any]]:
+    """One SGD step of margin-softmax training, lr set by `lr_at` (step decay by epoch)."""
 
+    def step(ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        images, labels = batch
+        lr = lr_at(cfg, ctx.step, ctx.steps_per_epoch)
+        for group in ctx.state.optimizers["sgd"].param_groups:
+            group["lr"] = lr
+        x, y = normalize(images.to(ctx.device, non_blocking=True)), labels.to(ctx.device)
+        with ctx.autocast():
+            logits = ctx.net("head")(ctx.net("backbone")(x), y)  # (B, C), float32
+        loss = nn.functional.cross_entropy(logits.float(), y)
+        ctx.backward(loss, "sgd")
+        with torch.no_grad():
+            acc = (logits.argmax(1) == y).float().mean()
+        return {"loss": loss.detach(), "acc": acc, "lr": lr}
 
-def _check_resume(state: dict[str, Any], cfg: dict[str, Any], ds: FaceDataset, data_fp: str, path: Path) -> None:
-    old = state["config"]
-    changed = sorted(k for k in cfg if k not in RESUMABLE_CHANGES and old.get(k) != cfg[k])
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {cfg[k]!r}" for k in changed)
-        raise UsageError(f"{path}: this run was started with other settings ({diffs}); use a new --run folder")
-    if state.get("data_fingerprint") != data_fp:
-        raise UsageError(f"{path}: this run was trained on other data than {ds.root}; use a new --run folder")
+    return step
 
 
 def train_fr(
@@ -253,125 +246,33 @@ def train_fr(
     if ds.num_identities < 2:
         raise DatasetError(ds.root, f"has {ds.num_identities} identity; face-recognition training needs at least 2")
     run_dir = Path(run_dir)
-    info = dist.detect()
-    device = pick_device(cfg["device"], info.local_rank)
-    dist.init(info, device)
-    amp = use_amp(device, cfg["amp"])
-    seed_everything(cfg["seed"], info.rank, info.world_size)
-
+    env = TrainEnv.setup(cfg["device"], cfg["amp"], cfg["seed"])
     batches = TrainBatches(
-        ds, cfg["batch_size"], cfg["input_size"], cfg["seed"], info.rank, info.world_size,
+        ds, cfg["batch_size"], cfg["input_size"], cfg["seed"], env.dist.rank, env.dist.world_size,
         flip=cfg["flip"], cache=cfg["cache_images"], workers=cfg["workers"],
-        show_progress=show_progress and info.is_main, indices=indices,
+        show_progress=show_progress and env.is_main, indices=indices,
     )
     spe = batches.steps_per_epoch
     data_fp = ds.fingerprint()
     if indices is not None:  # a subset is other data: include which items in the key
         data_fp += "-" + hashlib.sha256(batches.pool.tobytes()).hexdigest()[:8]
     total = cfg["epochs"] * spe if cfg["max_steps"] <= 0 else min(cfg["max_steps"], cfg["epochs"] * spe)
-
-    model = build_model(cfg, ds.num_identities).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]  # `features.weight` is frozen
-    opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    scaler = grad_scaler(device, amp)
-
-    ckpt_path, metrics_path = run_dir / CHECKPOINT, run_dir / "metrics.jsonl"
-    step = 0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, kind="fr", required=("model", "head", "opt", "step", "config", "rng"))
-        _check_resume(state, cfg, ds, data_fp, ckpt_path)
-        try:
-            model.backbone.load_state_dict(state["model"])
-            model.head.load_state_dict(state["head"])
-            opt.load_state_dict(state["opt"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(ckpt_path, f"does not fit this model ({str(exc).splitlines()[0][:160]})") from None
-        if "scaler" in state and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        if info.is_main:
-            set_rng_state(state["rng"])
-        else:  # only rank 0's generators are saved; the others restart from a derived seed
-            seed_everything(cfg["seed"] * 1_000_003 + step, info.rank, info.world_size)
-        if info.is_main:
-            _truncate_metrics(metrics_path, step)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", {
-            "preset": preset, **cfg, "data": str(ds.root), "data_fingerprint": data_fp,
-            "num_classes": ds.num_identities, "images": len(batches.pool), "steps_per_epoch": spe,
-            "total_steps": total, "world_size": info.world_size, "device_used": str(device),
-            "amp_used": amp, "resize": RESIZE if tuple(ds.image_size) != (cfg["input_size"],) * 2 else "none",
-            "fsbench_version": fsbench.__version__, "platform": compute_platform(device),
-        })
-
-    net: nn.Module = model
-    if info.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def save() -> None:
-        if info.is_main:
-            save_checkpoint(ckpt_path, {
-                "kind": "fr", "step": step, "epoch": step // spe, "config": cfg,
-                "data_fingerprint": data_fp, "identities": list(ds.identities),
-                "model": model.backbone.state_dict(), "head": model.head.state_dict(),
-                "opt": opt.state_dict(), "sched": {"kind": "multistep-by-epoch", "steps_per_epoch": spe,
-                                                   "lr_steps": list(cfg["lr_steps"]), "lr_decay": cfg["lr_decay"]},
-                "scaler": scaler.state_dict() if amp else {}, "rng": get_rng_state(),
-            })
-        dist.barrier()
-
-    start_time, last_losses = time.perf_counter(), []
-    model.train()
-    log = open(metrics_path, "a") if info.is_main else None
-    try:
-        with ui.progress() as bar:
-            task = bar.add_task("training", total=total, completed=step, rate="", visible=show_progress and info.is_main)
-            while step < total:
-                epoch = step // spe
-                t0 = time.perf_counter()
-                for images, labels in batches.epoch(epoch, start=step - epoch * spe):
-                    lr = lr_at(cfg, step, spe)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    x, y = normalize(images.to(device, non_blocking=True)), labels.to(device)
-                    with amp_context(device, amp):
-                        logits, _ = net(x, y)
-                    loss = nn.functional.cross_entropy(logits.float(), y)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    step += 1
-                    with torch.no_grad():
-                        acc = (logits.argmax(1) == y).float().mean()
-                        loss_v, acc_v = (float(dist.all_reduce_mean(v)) for v in (loss, acc))
-                    now = time.perf_counter()  # loading + step, as the user waits for it
-                    rate, t0 = cfg["batch_size"] / max(now - t0, 1e-9), now
-                    record = {"step": step, "epoch": epoch, "loss": loss_v, "acc": acc_v, "lr": lr,
-                              "images_per_s": rate, "elapsed_s": time.perf_counter() - start_time}
-                    last_losses = (last_losses + [loss_v])[-20:]
-                    if log is not None:
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                    bar.update(task, advance=1, rate=f"loss {loss_v:.3f} acc {acc_v:.2f} {rate:.0f} img/s")
-                    if step % cfg["checkpoint_every"] == 0 or step == total:
-                        save()
-                    if on_step is not None:
-                        on_step(step, record)
-                    if step >= total:
-                        break
-    finally:
-        if log is not None:
-            log.close()
-    if info.is_main:
+    state = fr_state(cfg, ds.num_identities, env.device)
+    resized = tuple(ds.image_size) != (cfg["input_size"],) * 2
+    result = train_loop(
+        run_dir, state, fr_step(cfg), batches, env=env, total_steps=total, kind="fr", config=cfg,
+        checkpoint_every=cfg["checkpoint_every"], batch_size=cfg["batch_size"], fingerprint=data_fp,
+        record={"preset": preset, **cfg, "data": str(ds.root), "num_classes": ds.num_identities,
+                "images": len(batches.pool), "resize": RESIZE if resized else "none"},
+        extra={"identities": list(ds.identities)}, resumable=RESUMABLE_CHANGES, on_step=on_step,
+        show_progress=show_progress,
+    )
+    if env.is_main:
         tmp = run_dir / f".{BACKBONE}.tmp-{os.getpid()}"
-        torch.save(model.backbone.state_dict(), tmp)
+        torch.save(state.modules["backbone"].state_dict(), tmp)
         os.replace(tmp, run_dir / BACKBONE)
     dist.barrier()
-    seconds = time.perf_counter() - start_time
-    mean_loss = sum(last_losses) / len(last_losses) if last_losses else float("nan")
-    return FRRun(run_dir, ckpt_path, run_dir / BACKBONE, step, seconds, mean_loss, cfg)
+    return FRRun(run_dir, result.checkpoint, run_dir / BACKBONE, result.steps, result.seconds, result.loss, cfg)
 
 
 def load_backbone(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IResNet, dict[str, Any]]:
@@ -395,12 +296,12 @@ def load_backbone(run_dir: str | Path, device: str | torch.device = "cpu") -> tu
 def load_fr_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FRModel, dict[str, Any], list[str]]:
     """Backbone + head of a run's last checkpoint (eval mode), its config and class names."""
     path = Path(run_dir) / CHECKPOINT
-    state = load_checkpoint(path, kind="fr", required=("model", "head", "config", "identities"))
+    state = load_checkpoint(path, kind="fr", required=("state", "config", "identities"))
     cfg, identities = dict(state["config"]), list(state["identities"])
     model = build_model(cfg, len(identities))
     try:
-        model.backbone.load_state_dict(state["model"])
-        model.head.load_state_dict(state["head"])
+        model.backbone.load_state_dict(state["state"]["modules"]["backbone"])
+        model.head.load_state_dict(state["state"]["modules"]["head"])
     except RuntimeError as exc:
         raise CheckpointError(path, f"does not fit its own config ({str(exc).splitlines()[0][:160]})") from None
     return model.to(device).eval(), cfg, identities
