@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fsbench-installed
 DEMO   := demo-out
 
-.PHONY: install test demo bench clean
+.PHONY: install test lint demo bench judge clean
 
 install: $(STAMP)
 
@@ -20,11 +20,19 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 demo: $(STAMP)
 	$(VENV)/bin/fsbench demo --out $(DEMO)
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/benchmarks -p no:cacheprovider -o addopts="" -o python_files="bench_*.py" -s -q
+
+# Rebuild the default judge shipped in the package (world seed 9001, a few CPU minutes);
+# the same seed gives the same weights only on the same kind of machine (see its recipe.json).
+judge: $(STAMP)
+	$(VENV)/bin/fsbench judge build --out plugins/embedders/judge_weights
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -13,7 +13,6 @@ from PIL import Image
 from fsbench.data import DatasetWriter, FaceDataset
 from fsbench.errors import DatasetError, UsageError
 
-
 # ----------------------------------------------------------------------------- reading
 
 

@@ -146,11 +146,13 @@ def test_margins_hand_computed():
     # ArcFace with m = 30 degrees moves the target to 90 degrees: logit 10 * cos(90) = 0
     assert torch.allclose(head(emb, label), torch.tensor([[0.0, 0.0]]), atol=1e-5)
     # CosFace m3 = 0.4: 10 * (0.5 - 0.4) = 1; the non-target stays 10 * 0
-    assert torch.allclose(margin_logits(head.cosine(emb), label, 10.0, *MARGINS["cosface"]), torch.tensor([[1.0, 0.0]]), atol=1e-5)
+    assert torch.allclose(margin_logits(head.cosine(emb), label, 10.0, *MARGINS["cosface"]), torch.tensor([[1.0, 0.0]]),
+                          atol=1e-5)
     # SphereFace-style m1 = 2: cos(120 degrees) = -0.5
     assert torch.allclose(margin_logits(head.cosine(emb), label, 10.0, 2.0, 0.0, 0.0), torch.tensor([[-5.0, 0.0]]), atol=1e-5)
     # plain softmax: scaled cosines, no margin
-    assert torch.allclose(margin_logits(head.cosine(emb), label, 10.0, *MARGINS["softmax"]), torch.tensor([[5.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(margin_logits(head.cosine(emb), label, 10.0, *MARGINS["softmax"]), torch.tensor([[5.0, 0.0]]),
+                          atol=1e-6)
     # ArcFace m = 0.5, s = 64 (the published defaults)
     arc = MarginHead.named("arcface", 2, 2, s=64.0)
     arc.weight.data.copy_(w)

@@ -19,7 +19,7 @@ from sklearn.preprocessing import normalize
 
 from fsbench.data.binpack import read_bin, write_bin
 from fsbench.errors import DatasetError, MetricError
-from plugins.metrics._verification_core import evaluate_distances, evaluate_pairs, fold_ids
+from fsbench.verification import evaluate_distances, evaluate_pairs, fold_ids
 
 # --------------------------------------------------------------------------- plain reference
 
@@ -252,12 +252,8 @@ from click.testing import CliRunner  # noqa: E402
 from fsbench.api import Embedder  # noqa: E402
 from fsbench.data.images import encode_image  # noqa: E402
 from fsbench.data.pairs import open_pairs, read_lfw_pairs, read_pairs_csv  # noqa: E402
-from plugins.metrics.verification import (  # noqa: E402
-    VerificationMetric,
-    embed_pairset,
-    prepare_image,
-    verify_embedder,
-)
+from fsbench.verification import embed_pairset, prepare_image, verify_embedder  # noqa: E402
+from plugins.metrics.verification import VerificationMetric  # noqa: E402
 
 
 class ProjEmbedder(Embedder):
@@ -294,7 +290,7 @@ def _pairs(n_ids=6, per_id=4):
     """Genuine and impostor (identity, index) pairs, alternating, 20 of each."""
     rng = np.random.default_rng(1)
     pairs = []
-    for k in range(20):
+    for _k in range(20):
         a = int(rng.integers(n_ids))
         i, j = rng.choice(per_id, 2, replace=False)
         b = (a + 1 + int(rng.integers(n_ids - 1))) % n_ids

@@ -19,11 +19,12 @@ import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from fsbench.data.images import IMAGE_SUFFIXES, image_size, read_image
+from fsbench.data.loader import Batch, iter_batches
 from fsbench.errors import DatasetError
 
 MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
@@ -35,12 +36,6 @@ class Item:
     path: str  # relative to the dataset root, posix separators
     identity: str
     label: int
-
-
-class Batch(NamedTuple):
-    images: np.ndarray  # (B, H, W, 3) uint8
-    labels: np.ndarray  # (B,) int64
-    index: np.ndarray  # (B,) int64 positions in FaceDataset.items
 
 
 @dataclass
@@ -172,8 +167,6 @@ class FaceDataset:
         A corrupt image raises `DatasetError` naming it, or with `skip_bad` is dropped from the
         batch and appended to `skipped`.
         """
-        from fsbench.data.loader import iter_batches
-
         yield from iter_batches(self, batch_size=batch_size, workers=workers, indices=indices)
 
     def describe(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -23,7 +23,16 @@ from fsbench.data.images import read_image
 from fsbench.errors import DatasetError
 
 if TYPE_CHECKING:
-    from fsbench.data.dataset import Batch, FaceDataset
+    from fsbench.data.dataset import FaceDataset
+
+
+class Batch(NamedTuple):
+    """What `FaceDataset.batches` yields (defined here so that the loader never imports the dataset)."""
+
+    images: np.ndarray  # (B, H, W, 3) uint8
+    labels: np.ndarray  # (B,) int64
+    index: np.ndarray  # (B,) int64 positions in FaceDataset.items
+
 
 # Below this many images a pool costs more than it saves.
 MIN_ITEMS_FOR_WORKERS = 256
@@ -71,8 +80,6 @@ def _decode_batch(
 def iter_batches(
     ds: FaceDataset, batch_size: int = 64, workers: int | None = None, indices: Sequence[int] | None = None
 ) -> Iterator[Batch]:
-    from fsbench.data.dataset import Batch
-
     order = np.arange(len(ds), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     labels = ds.labels

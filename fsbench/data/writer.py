@@ -170,7 +170,7 @@ class DatasetWriter:
             "identities": len({r["identity"] for r in rows}),
             "images": len(rows),
             "fsbench_version": fsbench.__version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         (self.partial / INFO_NAME).write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
         (self.partial / ROWS_NAME).unlink()

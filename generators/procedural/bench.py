@@ -95,7 +95,7 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     from fsbench.data import write_item
     from fsbench.data.binpack import write_bin
     from fsbench.data.writer import write_csv
-    from generators.procedural.make import run_jobs
+    from generators.procedural.pool import run_jobs
 
     final = root / protocol
     tmp = root / f".{protocol}.partial"
@@ -117,8 +117,8 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     def rel(i: int, j: int) -> str:
         return f"images/{identity_name(i)}/{image_name(j)}"
 
-    write_csv(tmp / "pairs.csv",
-              [{"path_a": rel(a, ia), "path_b": rel(b, ib), "same": int(same), "fold": fold} for a, ia, b, ib, same, fold in plan])
+    write_csv(tmp / "pairs.csv", [{"path_a": rel(a, ia), "path_b": rel(b, ib), "same": int(same), "fold": fold}
+                                  for a, ia, b, ib, same, fold in plan])
     bins = [encoded[(a, ia)] if t == 0 else encoded[(b, ib)] for a, ia, b, ib, _s, _f in plan for t in (0, 1)]
     write_bin(tmp / f"{protocol}.bin", bins, [p[4] for p in plan])
     (tmp / "bench.json").write_text(json.dumps(_settings(seed, size, pairs, strengths), indent=2) + "\n")

@@ -221,4 +221,5 @@ def write_chunk(root: str, jobs: list[Job]) -> list[tuple[str, str, tuple[int, i
     return out
 
 
-__all__ = ["CLASSES", "REGIONS", "Job", "identity_name", "image_name", "region_strip", "render_arrays", "render_job", "write_chunk"]
+__all__ = ["CLASSES", "REGIONS", "Job", "identity_name", "image_name", "region_strip", "render_arrays", "render_job",
+           "write_chunk"]

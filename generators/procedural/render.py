@@ -42,31 +42,31 @@ from generators.procedural.pixel import (
     blend_row_to,
     blend_shaded_row,
     blend_skin_row,
+    claim,
     claim_row,
+    clip01,
     clip32,
+    ellipse,
     ellipse32,
     exp_neg32,
+    hit,
     hit32,
+    kernel,
     matrix32,
+    normal,
     normal32,
+    paint,
+    paint_lit,
     paint_lit_row,
     put_normal_row,
     put_row,
+    ray,
     ray32,
+    set_normal,
     sin32,
+    soft,
     soft32,
     surface32,
-    claim,
-    clip01,
-    ellipse,
-    hit,
-    kernel,
-    normal,
-    paint,
-    paint_lit,
-    ray,
-    set_normal,
-    soft,
 )
 
 CLASSES = (
@@ -925,7 +925,8 @@ def _nose(cv, ident, skin):
     zt = _surface_z(ident, 0.0, bottom)
     nd = ident.nose_depth
     tip_r = ident.nose_w * 0.5
-    bridge = surface(cv, (0.0, (top + bottom) / 2 - 0.02, zb - nd * 0.9), (ident.nose_w * 0.32, (bottom - top) / 2 + 0.01, nd * 1.45))
+    bridge = surface(cv, (0.0, (top + bottom) / 2 - 0.02, zb - nd * 0.9),
+                     (ident.nose_w * 0.32, (bottom - top) / 2 + 0.01, nd * 1.45))
     tip_c = (0.0, bottom - tip_r * 0.75, zt + nd - tip_r * 1.6)
     tip = surface(cv, tip_c, (tip_r, tip_r * 0.85, tip_r * 1.6))
     reach = nd + 0.05

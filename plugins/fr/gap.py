@@ -87,8 +87,8 @@ def run_gap_benchmark(
     """Train and verify every set; returns the Table 2/3 frame (one row per training set)."""
     from fsbench.data.pairs import read_bin_pairs
     from fsbench.train.fr import fr_config, train_fr
+    from fsbench.verification import verify_embedder
     from plugins.fr.embedder import RunEmbedder
-    from plugins.metrics.verification import verify_embedder
 
     if not train_dirs:
         raise UsageError("give at least one --train DIR (a synthetic training set)")
@@ -133,10 +133,10 @@ def run_gap_benchmark(
 
     df = pd.DataFrame(rows)
     avg_real = float(df.loc[0, "average"])
-    df["gap_to_real_pct"] = [
-        float("nan") if kind != "synthetic" else 100.0 * gap_to_real(avg_real, avg) for kind, avg in zip(df["kind"], df["average"])
-    ]
-    df["delta_vs_real"] = [float("nan") if kind != "real+synthetic" else avg - avg_real for kind, avg in zip(df["kind"], df["average"])]
+    kinds_averages = list(zip(df["kind"], df["average"]))
+    df["gap_to_real_pct"] = [float("nan") if kind != "synthetic" else 100.0 * gap_to_real(avg_real, avg)
+                             for kind, avg in kinds_averages]
+    df["delta_vs_real"] = [float("nan") if kind != "real+synthetic" else avg - avg_real for kind, avg in kinds_averages]
     meta = {
         "preset": preset, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         "benchmarks": {c: str(b) for c, b in zip(columns, benches)}, "pairs": {c: len(p) for c, p in zip(columns, pairsets)},

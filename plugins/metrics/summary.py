@@ -6,8 +6,6 @@ tables quote these next to every accuracy).
 
 from __future__ import annotations
 
-import pandas as pd
-
 import fsbench
 from fsbench.api import Metric, MetricResult
 
@@ -19,6 +17,8 @@ class Summary(Metric):
     primary = "images"
 
     def compute(self, ctx) -> MetricResult:
+        import pandas as pd  # here, not at the top: the CLI imports this module for --help
+
         ds = ctx.dataset
         counts = ds.counts()
         per_id = pd.DataFrame({"identity": ds.identities, "images": counts})

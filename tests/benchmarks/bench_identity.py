@@ -89,7 +89,8 @@ def test_sep_peak_memory_independent_of_n():
         outputs = n * (4 + 8)  # best (float32) + argmax (int64)
         peaks[n] = (peak, peak - outputs)
         del e
-    lines = ", ".join(f"N={n:,}: peak {p / 2**20:.1f} MiB ({q / 2**20:.1f} MiB beyond the O(N) results)" for n, (p, q) in peaks.items())
+    lines = ", ".join(f"N={n:,}: peak {p / 2**20:.1f} MiB ({q / 2**20:.1f} MiB beyond the O(N) results)"
+                      for n, (p, q) in peaks.items())
     print(f"\n[sep memory] {lines}; a plain N x C matrix at N={N:,} would be {N * C * 4 / 2**30:.1f} GiB")
     small, large = (q for _, q in peaks.values())
     assert large < small * 1.25 + (8 << 20)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.metrics._verification_core import evaluate_pairs
+from fsbench.verification import evaluate_pairs
 
 _spec = importlib.util.spec_from_file_location(
     "_verification_reference", Path(__file__).resolve().parents[1] / "test_verification.py"

@@ -1,4 +1,8 @@
-"""insightface's face-verification protocol, computed from sorted distances.
+"""insightface's face-verification protocol, computed from sorted distances, and
+`verify_embedder`, which embeds a pair set's images and runs it.
+
+A core module: the verification metric, FR training's benchmarks and the judge all score
+with it, and plugins never import each other.
 
 The reference (insightface ``recognition/arcface_torch/eval/verification.py``) loops over
 every threshold and recounts every pair, per fold: 400 thresholds for accuracy and 4,000 for
@@ -28,20 +32,27 @@ Choices where the reference leaves a gap, stated so results are comparable:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fsbench.errors import MetricError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from fsbench.api import Embedder
+    from fsbench.data.pairs import PairSet
+
 __all__ = [
     "ACC_THRESHOLDS",
     "VAL_THRESHOLDS",
     "VerificationResult",
+    "embed_pairset",
     "evaluate_distances",
     "evaluate_pairs",
     "fold_ids",
     "pair_distances",
+    "prepare_image",
+    "verify_embedder",
 ]
 
 ACC_THRESHOLDS = np.arange(0, 4, 0.01)  # (400,) the reference's accuracy grid
@@ -287,3 +298,90 @@ def evaluate_pairs(emb_a: np.ndarray, emb_b: np.ndarray, issame, n_folds: int = 
     """The protocol on embeddings of the two sides of each pair, (N, D) each, unnormalised OK."""
     return evaluate_distances(pair_distances(emb_a, emb_b), issame, n_folds=n_folds,
                               far_target=far_target, folds=folds)
+
+
+# --------------------------------------------------------------------------- embedders on pair sets
+
+EVAL_SIDE = 112  # insightface's evaluation image size
+
+
+def prepare_image(image: np.ndarray, side: int = EVAL_SIDE) -> np.ndarray:
+    """Short side to `side` with area interpolation, only when the width differs (as insightface)."""
+    h, w = image.shape[:2]
+    if w == side:
+        return image
+    import cv2
+
+    # MXNet's resize_short: the short side becomes `side`, the other scales by integer division
+    new_h, new_w = (side * h // w, side) if h > w else (side, side * w // h)
+    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
+def _name(embedder: object) -> str:
+    return getattr(embedder, "name", type(embedder).__name__)
+
+
+def _embed_group(embedder: Embedder, images: np.ndarray, flip: bool) -> tuple[np.ndarray, int]:
+    """(n, H, W, 3) one-size uint8 -> ((n, D) float32 summed over flips, failures)."""
+    n = len(images)
+    batch = np.concatenate([images, images[:, :, ::-1]]) if flip else images  # (2n or n, H, W, 3)
+    out = np.asarray(embedder.embed(np.ascontiguousarray(batch)), dtype=np.float32)
+    if out.ndim != 2 or out.shape[0] != len(batch):
+        raise MetricError(f"embedder {_name(embedder)!r} returned shape {out.shape} for {len(batch)} images")
+    failures = len(getattr(embedder, "failures", dict)())
+    if flip:
+        out = out[:n] + out[n:]
+    return out, failures
+
+
+def embed_pairset(embedder: Embedder, pairset: PairSet, flip: bool = True,
+                  batch_size: int | None = None) -> tuple[np.ndarray, int]:
+    """Embeddings (M, D) float32, L2-normalised, of the pair set's M distinct images, and the
+    number of embedder calls' rows that held no real embedding (say, no face found)."""
+    from sklearn.preprocessing import normalize
+
+    from fsbench import ui
+
+    batch_size = int(batch_size or getattr(embedder, "batch_size", 64))
+    m = len(pairset.images)
+    vectors: np.ndarray | None = None
+    failures = 0
+    with ui.progress() as bar:
+        task = bar.add_task(f"verify {pairset.name} ({_name(embedder)})", total=m, rate="")
+        for start in range(0, m, batch_size):
+            idx = np.arange(start, min(start + batch_size, m))
+            images = [prepare_image(pairset.load(int(i))) for i in idx]
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for j, im in enumerate(images):
+                by_shape.setdefault(im.shape, []).append(j)
+            for rows in by_shape.values():  # embedders take one size per call
+                out, bad = _embed_group(embedder, np.stack([images[j] for j in rows]), flip)
+                if vectors is None:
+                    vectors = np.zeros((m, out.shape[1]), dtype=np.float32)
+                vectors[idx[rows]] = out
+                failures += bad
+            bar.update(task, advance=len(idx))
+    assert vectors is not None
+    return normalize(vectors).astype(np.float32), failures
+
+
+def verify_embedder(embedder: Embedder, pairset: PairSet, flip: bool = True, n_folds: int = 10,
+                    batch_size: int | None = None, far_target: float = 1e-3) -> VerificationResult:
+    """Embed a pair set's images with `embedder` and run the protocol on it.
+
+    The one entry point for Python callers (FR training evaluates each trained model with
+    it). `embedder` is an `Embedder` or anything with ``embed(uint8 NHWC) -> (N, D)``
+    (``name``, ``batch_size`` and ``failures()`` are used when present). `pairset` comes
+    from `fsbench.data.pairs.open_pairs`. Raises MetricError when the pairs cannot be split
+    into `n_folds` folds.
+    """
+    vectors, failures = embed_pairset(embedder, pairset, flip=flip, batch_size=batch_size)
+    result = evaluate_pairs(vectors[pairset.index_a], vectors[pairset.index_b], pairset.issame,
+                            n_folds=n_folds, far_target=far_target, folds=pairset.folds)
+    if pairset.folds is not None:
+        result.notes.append(f"{pairset.source}: test folds taken from its 'fold' column ({result.folds} folds)")
+    if failures:
+        result.notes.append(f"{failures} embedder rows held no real embedding (e.g. no face found); "
+                            "they were scored as the embedder returned them")
+    result.notes.append("flip TTA: embed(x) + embed(mirror x)" if flip else "no flip TTA")
+    return result
