@@ -417,7 +417,7 @@ def test_options_are_typed_and_unknown_ones_refused():
         idm.Separability(bogus="1")
     assert idm.SimilarityIoU(max_pairs="2e6").opts["max_pairs"] == 2_000_000
     for bad in ("many", "1.5"):
-        with pytest.raises(UsageError, match="is not a int"):
+        with pytest.raises(UsageError, match="bins=.* is not a valid int"):
             idm.SimilarityIoU(bins=bad)
     with pytest.raises(UsageError, match="takes no"):
         idm.Consistency(option="x")

@@ -57,7 +57,7 @@ def test_same_seed_gives_byte_identical_files(world: Path, tmp_path: Path) -> No
 # benchmark protocol): the world every published number was measured on. A change to the
 # renderer or the draws that moves a single pixel changes it; when that is meant, update
 # WORLD_DIGEST in the same commit and republish what depends on the world (reports/, the
-# README's demo and calibration tables). Computed arrays, not files: JPEG and zlib bytes may
+# README's demo and calibration tables, the default judge: `make judge`). Computed arrays, not files: JPEG and zlib bytes may
 # differ between library builds while the images they hold do not.
 WORLD_DIGEST = "fc4aec37be13fc1d85ca6b63ecf04839551b8466cccc0ae5107a7ba9aae2a5db"
 _WORLD_DIGEST_CODE = """
@@ -267,7 +267,7 @@ def test_benchmark_layout_folds_and_balance(benched: Path) -> None:
         df = pd.read_csv(folder / "pairs.csv")
         assert list(df.columns) == ["path_a", "path_b", "same", "fold"]
         assert len(df) == 60
-        for fold, g in df.groupby("fold"):
+        for _fold, g in df.groupby("fold"):
             assert list(g["same"]) == [1, 1, 1, 0, 0, 0]  # LFW order: positives, then negatives
         assert sorted(df["fold"].unique()) == list(range(10))
         for a, b in zip(df["path_a"], df["path_b"]):
@@ -411,7 +411,7 @@ def test_a_killed_data_make_with_workers_resumes_to_the_same_bytes(tmp_path: Pat
 
 @pytest.mark.parametrize("n,workers", [(1, 2), (7, 2), (100, 2), (2000, 2), (2001, 3), (600, 1)])
 def test_tasks_cover_every_job_once_in_order_and_end_short(n: int, workers: int) -> None:
-    from generators.procedural.make import CHUNK, tasks
+    from generators.procedural.pool import CHUNK, tasks
 
     jobs = list(range(n))
     chunks = tasks(jobs, workers)
@@ -428,11 +428,11 @@ def test_generator_plugin_and_presets(tmp_path: Path) -> None:
     gen = get_registry().generator("procedural")
     assert isinstance(gen, Procedural) and not gen.needs_training
     assert {"tiny", "paper"} <= set(gen.presets)
-    ds = gen.sample(None, 2, 2, tmp_path / "s", 0, size="40", masks="false", workers="1", yaw_sd="5")
+    ds = gen.make(None, 2, 2, tmp_path / "s", 0, size="40", masks="false", workers="1", yaw_sd="5")
     assert ds.image_size == (40, 40) and not (tmp_path / "s" / "masks").exists()
     assert ds.info["config"]["strengths"]["yaw_sd"] == 5.0
     with pytest.raises(UsageError, match="unknown nuisance strength"):
-        gen.sample(None, 1, 1, tmp_path / "t", 0, colour_of_sky=3)
+        gen.make(None, 1, 1, tmp_path / "t", 0, colour_of_sky=3)
 
 
 # ----------------------------------------------------------------------- contact sheet

@@ -6,34 +6,17 @@ Resumable through `DatasetWriter`: items already in the journal are skipped, so 
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-from collections.abc import Iterator
-from dataclasses import asdict, replace
-from functools import partial
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fsbench import ui
 from fsbench.errors import UsageError
-from generators.procedural.items import (
-    AUX_DIRS,
-    REGION_SIZE,
-    REGIONS,
-    Job,
-    identity_name,
-    image_name,
-    render_chunk,
-    warm_caches,
-    write_chunk,
-)
+from generators.procedural.bench import check_bench_pairs, write_benchmarks
+from generators.procedural.items import AUX_DIRS, REGION_SIZE, REGIONS, Job, identity_name, image_name
 from generators.procedural.params import DEFAULT_STRENGTHS, HAIR_STYLES, HELD_OUT_BASE, Strengths
+from generators.procedural.pool import run_jobs
 from generators.procedural.render import CLASSES
-
-# Items per task sent to a worker, at most. Each task is a round trip through the pool's
-# queues that wakes the main process, which competes with the workers for the cores: main
-# process CPU per item was 0.15-0.19 ms with tasks of 8 items, 0.08-0.09 ms with 32.
-CHUNK = 32
 
 
 def check_options(n_ids: int, per_id: int, size: int, seed: int, region_size: int = REGION_SIZE) -> None:
@@ -52,42 +35,6 @@ def check_options(n_ids: int, per_id: int, size: int, seed: int, region_size: in
         raise UsageError(f"--seed must be >= 0 (got {seed})")
     if region_size < 8:
         raise UsageError(f"region_size must be at least 8 pixels (got {region_size})")
-
-
-def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def tasks(jobs: list, workers: int) -> list[list]:
-    """The jobs cut into tasks for `workers` processes, in order: up to CHUNK jobs each and
-    at least 4 tasks a worker, the last 2 tasks a worker a quarter as long (the run ends
-    with its last task, and a worker done before the other idles for up to a task)."""
-    workers = max(workers, 1)
-    size = max(1, min(CHUNK, -(-len(jobs) // (4 * workers))))
-    head = len(jobs) - min(len(jobs), 2 * workers * size)
-    small = max(1, size // 4)
-    return ([jobs[i:min(i + size, head)] for i in range(0, head, size)]
-            + [jobs[i:i + small] for i in range(head, len(jobs), small)])
-
-
-def run_jobs(jobs: list[Job], workers: int | None, write_to: str | None = None) -> Iterator[tuple]:
-    """Render jobs in order, in `workers` processes (1 = in this process).
-
-    Yields `render_job`'s tuples, or with `write_to` (a DatasetWriter's partial folder)
-    writes each item's files there and yields `write_chunk`'s (identity, name, size, row)."""
-    workers = default_workers() if workers is None else int(workers)
-    chunks = tasks(jobs, workers)
-    work = render_chunk if write_to is None else partial(write_chunk, write_to)
-    if workers <= 1 or len(chunks) <= 1:
-        for c in chunks:
-            yield from work(c)
-        return
-    # the noise bank and the compiled kernels: loaded once here, inherited by forked workers
-    warm_caches(jobs[0].size)
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        for result in pool.imap(work, chunks):
-            yield from result
 
 
 def make_dataset(
@@ -109,7 +56,6 @@ def make_dataset(
 ):
     """Write identities first_id .. first_id + n_ids - 1, `per_id` images each; returns the FaceDataset."""
     from fsbench.data import DatasetWriter
-    from generators.procedural.bench import check_bench_pairs, write_benchmarks
 
     check_options(n_ids, per_id, size, seed, region_size)
     if first_id < 0 or first_id + n_ids > HELD_OUT_BASE:
@@ -185,21 +131,8 @@ def _check_resume(out_dir: Path, config: dict[str, Any]) -> None:
 
 
 def with_strengths(**changes: Any) -> Strengths:
-    """`Strengths` with some fields replaced; unknown names are refused by name."""
-    known = set(asdict(DEFAULT_STRENGTHS))
-    bad = sorted(set(changes) - known)
-    if bad:
-        raise UsageError(f"unknown nuisance strength(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
-    typed: dict[str, Any] = {}
-    for key, value in changes.items():
-        default = getattr(DEFAULT_STRENGTHS, key)
-        try:
-            if isinstance(default, tuple):
-                parts = value.split(",") if isinstance(value, str) else list(value)
-                typed[key] = tuple(type(d)(p) for d, p in zip(default, parts, strict=True))
-            else:
-                typed[key] = type(default)(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"nuisance strength {key}={value!r} is not a {type(default).__name__}"
-                             + (" pair like 0.3,0.7" if isinstance(default, tuple) else "")) from None
-    return replace(DEFAULT_STRENGTHS, **typed)
+    """`Strengths` with some fields replaced: converted, range-checked and unknown names refused
+    by `fsbench.options` (``-o yaw_sd=nan`` is a one-line error, not a NaN world)."""
+    from fsbench.options import parse
+
+    return parse(Strengths, changes, where="procedural", base=DEFAULT_STRENGTHS, what="nuisance strength")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from fsbench.options import opt
+
 # Held-out (benchmark) identities start here; training identities must stay below it.
 HELD_OUT_BASE = 10_000_000
 
@@ -40,36 +42,46 @@ class Strengths:
     """How strong each nuisance is. Angles in degrees, probabilities in [0, 1].
 
     Training images draw yaw from N(0, yaw_sd) clipped to +-yaw_max, and with probability
-    `profile_p` a near-profile yaw in [profile_min, yaw_max] instead.
+    `profile_p` a near-profile yaw in [profile_min, yaw_max] instead. The ranges are what
+    the renderer means by each value (a face turned past 90 degrees shows no face; a
+    probability above 1 is not one); `-o yaw_sd=...` is checked against them by
+    `fsbench.options`. Pairs are (low, high) and drawn uniformly between.
     """
 
-    yaw_sd: float = 22.0
-    yaw_max: float = 65.0
-    profile_p: float = 0.15
-    profile_min: float = 45.0
-    pitch_sd: float = 8.0
-    pitch_max: float = 20.0
-    roll_sd: float = 6.0
-    roll_max: float = 15.0
-    smile_p: float = 0.5
-    open_mouth_p: float = 0.25
-    blink_p: float = 0.1
-    light_ambient: tuple[float, float] = (0.35, 0.75)  # ambient share of the light
-    light_elevation_max: float = 50.0
-    light_azimuth_max: float = 80.0
-    light_colour: float = 0.12  # warm/cool tint amplitude
-    exposure: tuple[float, float] = (0.75, 1.2)
-    glasses_p: float = 0.18
-    sunglasses_p: float = 0.25  # share of glasses that are dark
-    hat_p: float = 0.12
-    blur_p: float = 0.3
-    blur_max: float = 1.4  # Gaussian sigma in pixels at 112 px (scaled with size)
-    noise_max: float = 0.05  # sensor noise sd, fraction of full range
-    jpeg_quality: tuple[int, int] = (35, 95)
-    shift_max: float = 0.05  # crop jitter, fraction of the half-width
-    scale_range: tuple[float, float] = (0.92, 1.08)
-    age_sd: float = 6.0  # years around the identity's base age
-    hair_shift_sd: float = 0.03  # how much a hairline/fringe varies between images
+    yaw_sd: float = opt(22.0, "sd of yaw, degrees", min=0)
+    yaw_max: float = opt(65.0, "largest |yaw|, degrees", min=0, max=90)
+    profile_p: float = opt(0.15, "probability of a near-profile yaw", min=0, max=1)
+    profile_min: float = opt(45.0, "smallest |yaw| of a near-profile image, degrees", min=0, max=90)
+    pitch_sd: float = opt(8.0, "sd of pitch, degrees", min=0)
+    pitch_max: float = opt(20.0, "largest |pitch|, degrees", min=0, max=90)
+    roll_sd: float = opt(6.0, "sd of roll, degrees", min=0)
+    roll_max: float = opt(15.0, "largest |roll|, degrees", min=0, max=180)
+    smile_p: float = opt(0.5, "probability of a smile", min=0, max=1)
+    open_mouth_p: float = opt(0.25, "probability of an open mouth", min=0, max=1)
+    blink_p: float = opt(0.1, "probability of (half-)closed eyes", min=0, max=1)
+    light_ambient: tuple[float, float] = opt((0.35, 0.75), "ambient share of the light, low,high", min=0, max=1)
+    light_elevation_max: float = opt(50.0, "largest light elevation, degrees", min=0, max=90)
+    light_azimuth_max: float = opt(80.0, "largest |light azimuth|, degrees", min=0, max=180)
+    light_colour: float = opt(0.12, "warm/cool tint amplitude", min=0, max=1)
+    exposure: tuple[float, float] = opt((0.75, 1.2), "exposure factor, low,high", min=0, min_exclusive=True)
+    glasses_p: float = opt(0.18, "probability of glasses", min=0, max=1)
+    sunglasses_p: float = opt(0.25, "share of glasses that are dark", min=0, max=1)
+    hat_p: float = opt(0.12, "probability of a hat", min=0, max=1)
+    blur_p: float = opt(0.3, "probability of blur", min=0, max=1)
+    blur_max: float = opt(1.4, "largest Gaussian blur sigma, pixels at 112 px (scaled with size)", min=0)
+    noise_max: float = opt(0.05, "largest sensor noise sd, fraction of full range", min=0, max=1)
+    jpeg_quality: tuple[int, int] = opt((35, 95), "JPEG quality, low,high", min=1, max=100)
+    shift_max: float = opt(0.05, "crop jitter, fraction of the half-width", min=0, max=1)
+    scale_range: tuple[float, float] = opt((0.92, 1.08), "crop scale, low,high", min=0, min_exclusive=True)
+    age_sd: float = opt(6.0, "sd of age around the identity's base age, years", min=0)
+    hair_shift_sd: float = opt(0.03, "how much a hairline/fringe varies between images", min=0)
+
+    def __post_init__(self) -> None:
+        """(low, high) pairs in order; `fsbench.options.parse` reports the ValueError as one line."""
+        for name in ("light_ambient", "exposure", "jpeg_quality", "scale_range"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}={low},{high}: low must not exceed high")
 
 
 DEFAULT_STRENGTHS = Strengths()

@@ -7,13 +7,15 @@ and `consistency`. `leakage` (in none of the papers) measures how close each syn
 identity comes to a real training identity: the privacy claim of virtual identities, made a
 number. Exact definitions: REFERENCE.md; the array maths lives in `_identity_math`.
 
-Options come as ``-o NAME.KEY=VALUE`` (strings, converted here; unknown keys are refused),
-e.g. ``-o iou.bins=50``, ``-o leakage.fmr=1e-4``, ``-o div.m=100``.
+Options come as ``-o NAME.KEY=VALUE``, e.g. ``-o iou.bins=50``, ``-o leakage.fmr=1e-4``,
+``-o div.m=100``: each metric declares them in its `Options` schema, and `fsbench.options`
+converts the strings, checks the ranges and refuses unknown keys.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +24,7 @@ import numpy as np
 import fsbench
 from fsbench.api import Embeddings, Metric, MetricResult
 from fsbench.errors import MetricError, UsageError
+from fsbench.options import as_dict, opt, parse
 
 from . import _identity_math as im
 
@@ -34,32 +37,25 @@ if TYPE_CHECKING:  # pragma: no cover
 # --------------------------------------------------------------------------- shared helpers
 
 
-class _IdentityMetric(Metric):
-    """Typed options with defaults; every option given on the command line must be known."""
+@dataclass(frozen=True)
+class NoOptions:
+    """The schema of a metric without options: any -o key is refused."""
 
-    defaults: ClassVar[dict[str, Any]] = {}
+
+_BLOCK_MB = "memory per similarity block, MiB (bounds peak memory, not the result)"
+
+
+class _IdentityMetric(Metric):
+    """Options parsed by the metric's `Options` schema; `opts` holds them as a plain dict."""
+
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         option = options.pop("option", None)
         if option not in (None, ""):
             raise UsageError(f"metric {self.name!r} takes no ':{option}' option (use -o {self.name}.KEY=VALUE)")
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
-            raise UsageError(f"metric {self.name!r}: unknown option(s) {', '.join(unknown)} (known: {known})")
-        self.opts = dict(self.defaults)
-        for key, value in options.items():
-            kind = type(self.defaults[key])
-            try:
-                parsed = kind(value) if kind is not int else float(value)
-                if kind is int:  # "2e6" is fine, "1.5" is not
-                    if not float(parsed).is_integer():
-                        raise ValueError
-                    parsed = int(parsed)
-            except (TypeError, ValueError):
-                raise UsageError(f"metric {self.name!r}: option {key}={value!r} is not a {kind.__name__}") from None
-            self.opts[key] = parsed
+        self.opts: dict[str, Any] = as_dict(parse(self.Options, options, where=f"metric {self.name!r}"))
 
 
 def _embeddings(ctx: EvalContext, which: str = "dataset") -> Embeddings:
@@ -132,7 +128,10 @@ class Separability(_IdentityMetric):
     name = "sep"
     description = "inter-class separability, VIGFace Eq. 13-14 (CCS / nearest other centre)"
     higher_is_better = True
-    defaults: ClassVar[dict[str, Any]] = {"block_mb": 64}
+
+    @dataclass(frozen=True)
+    class Options:
+        block_mb: int = opt(64, _BLOCK_MB, min=1)
 
     def compute(self, ctx: EvalContext) -> MetricResult:
         emb = _embeddings(ctx)
@@ -143,7 +142,7 @@ class Separability(_IdentityMetric):
                 f"SEP needs >= 2 identities; the dataset has {int((counts > 0).sum())} with embeddings"
             )
         ccs, nnccs, _ = im.sep_per_item(
-            emb.vectors, emb.labels, n_classes, block_bytes=int(self.opts["block_mb"]) * 2**20
+            emb.vectors, emb.labels, n_classes, block_bytes=self.opts["block_mb"] * 2**20
         )
         return sep_result(emb, ccs, nnccs, counts)
 
@@ -189,7 +188,12 @@ class Diversity(_IdentityMetric):
     description = "intra-class diversity, VIGFace Eq. 11-12 (variance of SER-FIQ scores)"
     needs = frozenset({"embeddings", "images"})
     higher_is_better = True
-    defaults: ClassVar[dict[str, Any]] = {"m": 100, "p": 0.5, "batch_size": 32}
+
+    @dataclass(frozen=True)
+    class Options:
+        m: int = opt(100, "stochastic forward passes per image (SER-FIQ)", min=2)
+        p: float = opt(0.5, "dropout probability of the passes", min=0, max=1, min_exclusive=True, max_exclusive=True)
+        batch_size: int = opt(32, "images per embedder call", min=1)
 
     def compute(self, ctx: EvalContext) -> MetricResult:
         embedder = ctx.embedder()
@@ -198,14 +202,12 @@ class Diversity(_IdentityMetric):
                 f"div needs SER-FIQ (stochastic dropout passes), which embedder {embedder.name!r} "
                 "cannot do; use a torch IResNet, e.g. --embedder iresnet:r50:/path/backbone.pth"
             )
-        m, p, seed = int(self.opts["m"]), float(self.opts["p"]), int(ctx.seed)
-        if m < 2 or not 0.0 < p < 1.0:
-            raise UsageError(f"metric 'div': needs m >= 2 and 0 < p < 1 (got m={m}, p={p})")
+        m, p, seed = self.opts["m"], self.opts["p"], int(ctx.seed)
         key = f"serfiq-{embedder.cache_key()}-m{m}-p{p:g}-seed{seed}"
 
         def run() -> dict[str, np.ndarray]:
             qs, labels = [], []
-            for batch in ctx.batches("dataset", batch_size=int(self.opts["batch_size"])):
+            for batch in ctx.batches("dataset", batch_size=self.opts["batch_size"]):
                 qs.append(embedder.serfiq(batch.images, m=m, p=p, seed=seed, ids=np.asarray(batch.index)))
                 labels.append(np.asarray(batch.labels))
             return {
@@ -265,14 +267,16 @@ class SimilarityIoU(_IdentityMetric):
     description = "IoU of genuine/imposter similarity histograms vs a reference set (VIGFace Tab. 1)"
     needs = frozenset({"embeddings", "reference"})
     higher_is_better = True
-    defaults: ClassVar[dict[str, Any]] = {"bins": 100, "max_pairs": 2_000_000}
+
+    @dataclass(frozen=True)
+    class Options:
+        bins: int = opt(100, "histogram bins over cosine [-1, 1]", min=1)
+        max_pairs: int = opt(2_000_000, "imposter pairs sampled at most", min=1)
 
     def compute(self, ctx: EvalContext) -> MetricResult:
         ctx.require("reference", self.name)
         syn, ref = _embeddings(ctx, "dataset"), _embeddings(ctx, "reference")
-        bins, cap = int(self.opts["bins"]), int(self.opts["max_pairs"])
-        if bins < 1 or cap < 1:
-            raise UsageError("metric 'iou': bins and max_pairs must be >= 1")
+        bins, cap = self.opts["bins"], self.opts["max_pairs"]
         result, hists = iou_result(syn, ref, bins=bins, max_pairs=cap, seed=int(ctx.seed))
         if ctx.out_dir is not None:
             from fsbench.report.figures import plot_similarity_histograms
@@ -348,21 +352,25 @@ class Leakage(_IdentityMetric):
     needs = frozenset({"embeddings", "reference"})
     higher_is_better = False
     primary = "share"
-    defaults: ClassVar[dict[str, Any]] = {"fmr": 1e-3, "max_pairs": 2_000_000, "block_mb": 64}
+
+    @dataclass(frozen=True)
+    class Options:
+        fmr: float = opt(1e-3, "false match rate of the threshold, on reference imposter pairs",
+                         min=0, max=1, min_exclusive=True, max_exclusive=True)
+        max_pairs: int = opt(2_000_000, "reference imposter pairs sampled at most", min=1)
+        block_mb: int = opt(64, _BLOCK_MB, min=1)
 
     def compute(self, ctx: EvalContext) -> MetricResult:
         ctx.require("reference", self.name)
         syn, ref = _embeddings(ctx, "dataset"), _embeddings(ctx, "reference")
-        fmr = float(self.opts["fmr"])
-        if not 0.0 < fmr < 1.0:
-            raise UsageError(f"metric 'leakage': fmr must be in (0, 1), got {fmr}")
+        fmr = self.opts["fmr"]
         return leakage_result(
             syn,
             ref,
             fmr=fmr,
-            max_pairs=int(self.opts["max_pairs"]),
+            max_pairs=self.opts["max_pairs"],
             seed=int(ctx.seed),
-            block_bytes=int(self.opts["block_mb"]) * 2**20,
+            block_bytes=self.opts["block_mb"] * 2**20,
         )
 
 
@@ -420,12 +428,16 @@ class Uniqueness(_IdentityMetric):
     name = "uniqueness"
     description = "DCFace uniqueness: share of identity centres with no other centre at cosine >= threshold"
     higher_is_better = True
-    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.3, "block_mb": 64}
+
+    @dataclass(frozen=True)
+    class Options:
+        threshold: float = opt(0.3, "cosine at or above which two identity centres are one", min=-1, max=1)
+        block_mb: int = opt(64, _BLOCK_MB, min=1)
 
     def compute(self, ctx: EvalContext) -> MetricResult:
         emb = _embeddings(ctx)
         return uniqueness_result(
-            emb, threshold=float(self.opts["threshold"]), block_bytes=int(self.opts["block_mb"]) * 2**20
+            emb, threshold=self.opts["threshold"], block_bytes=self.opts["block_mb"] * 2**20
         )
 
 
@@ -465,10 +477,14 @@ class CentreConsistency(_IdentityMetric):
     name = "consistency"
     description = "DCFace consistency: share of images within cosine threshold of their identity centre"
     higher_is_better = True
-    defaults: ClassVar[dict[str, Any]] = {"threshold": 0.3}
+
+    @dataclass(frozen=True)
+    class Options:
+        threshold: float = opt(0.3, "cosine to the identity centre at or above which an image is consistent",
+                               min=-1, max=1)
 
     def compute(self, ctx: EvalContext) -> MetricResult:
-        return consistency_result(_embeddings(ctx), threshold=float(self.opts["threshold"]))
+        return consistency_result(_embeddings(ctx), threshold=self.opts["threshold"])
 
 
 def consistency_result(emb: Embeddings, *, threshold: float) -> MetricResult:
