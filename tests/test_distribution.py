@@ -117,7 +117,7 @@ def test_running_moments_merge_and_errors():
     a.merge(b)
     np.testing.assert_allclose(a.cov, np.cov(x, rowvar=False), rtol=1e-12)
     with pytest.raises(ValueError, match="at least 2"):
-        RunningMoments(4).update(x[:1]).cov
+        _ = RunningMoments(4).update(x[:1]).cov
     with pytest.raises(ValueError, match="dimension 4"):
         RunningMoments(4).update(np.zeros((3, 5)))
 
@@ -140,14 +140,14 @@ def test_mmd2_matches_naive():
 def test_kid_subsets_match_naive_loop():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(40, 5)), rng.normal(0.3, 1.0, size=(30, 5))
-    mean, std, size = kid(x, y, subsets=7, subset_size=12, seed=9)
+    mean, std, size, n_subsets = kid(x, y, subsets=7, subset_size=12, seed=9)
     draw = np.random.RandomState(9)
     vals = []
     for _ in range(7):
         xs = x[draw.choice(40, 12, replace=False)]
         ys = y[draw.choice(30, 12, replace=False)]
         vals.append(mmd2_naive(xs, ys))
-    assert size == 12
+    assert size == 12 and n_subsets == 7
     assert mean == pytest.approx(np.mean(vals), rel=1e-10)
     assert std == pytest.approx(np.std(vals), rel=1e-8)
 
@@ -155,13 +155,14 @@ def test_kid_subsets_match_naive_loop():
 def test_kid_caps_subset_size():
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(20, 3)), rng.normal(size=(25, 3))
-    mean, std, size = kid(x, y, subsets=3, subset_size=1000, seed=0)
-    assert size == 20 and std > 0  # subsets of 20 out of y's 25 differ
-    # Equal sizes: every subset is a permutation of both sets, and MMD ignores order.
-    mean, std, size = kid(x, y[:20], subsets=3, subset_size=1000, seed=0)
-    assert size == 20
-    assert mean == pytest.approx(polynomial_mmd2(x, y[:20]), rel=1e-12)
-    assert std == pytest.approx(0.0, abs=1e-12)
+    mean, std, size, n_subsets = kid(x, y, subsets=3, subset_size=1000, seed=0)
+    assert size == 20 and std > 0 and n_subsets == 3  # subsets of 20 out of y's 25 differ
+    # Equal sizes: every subset is a permutation of both sets, and MMD ignores order, so the
+    # 3 subsets would repeat one number: one estimate of the whole sets, no spread.
+    mean, std, size, n_subsets = kid(x, y[:20], subsets=3, subset_size=1000, seed=0)
+    assert size == 20 and n_subsets == 1
+    assert mean == pytest.approx(mmd2_naive(x, y[:20]), rel=1e-10)
+    assert np.isnan(std)
 
 
 # --------------------------------------------------------------------------- PRDC
@@ -255,6 +256,26 @@ def test_rank_and_subset_notes(pair):
     assert kid_.scalars["subset_size"] == 40 and any("capped at 40" in n for n in kid_.notes)
 
 
+def test_kid_whole_set_is_one_estimate_without_spread(pair):
+    """40 images a side, subsets of 1000 capped at 40: every subset is the whole of both sets,
+    so 100 subsets would only repeat one number (std ~1e-17). One unbiased MMD^2, std NaN."""
+    from fsbench.registry import get_registry
+    from fsbench.report.headline import headlines
+
+    a, b = pair
+    fa, fb = pixel_features(a, 2), pixel_features(b, 2)
+    r = get_registry().metric("kid").compute(make_ctx(a, b))
+    assert r.scalars["mean"] == pytest.approx(mmd2_naive(fa, fb), rel=1e-5)
+    assert np.isnan(r.scalars["std"]) and r.scalars["n_subsets"] == 1 and r.scalars["subset_size"] == 40
+    assert "subsets = whole set (n=40), no spread: one MMD^2 estimate, std undefined" in r.notes
+    assert r.to_json()["std"] is None
+    assert "±" not in headlines("kid", r.scalars)[0].text()
+    # subsets smaller than the sets differ: a real spread over the subsets asked for
+    sub = get_registry().metric("kid", subsets="5", subset_size="30").compute(make_ctx(a, b))
+    assert sub.scalars["n_subsets"] == 5 and sub.scalars["std"] > 0
+    assert not any("whole set" in n for n in sub.notes)
+
+
 def test_features_computed_once_per_set(pair, monkeypatch):
     from fsbench.registry import get_registry
     from plugins.embedders.pixels import PixelEmbedder
@@ -282,7 +303,7 @@ def test_plugin_errors(pair, monkeypatch, tmp_path):
         get_registry().metric("fid").compute(make_ctx(a, None))
     with pytest.raises(UsageError, match="unknown option"):
         get_registry().metric("kid", bins="3")
-    with pytest.raises(UsageError, match="not an integer"):
+    with pytest.raises(UsageError, match="k='five' is not a valid int"):
         get_registry().metric("prdc", k="five")
     monkeypatch.delenv("FSBENCH_INCEPTION", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -1,9 +1,15 @@
 """Comparison reports: several evaluation folders -> one pandas table -> Markdown, CSV, figures.
 
 The table has one row per evaluated dataset and one column per metric scalar
-(``cst.mean``, ``sep.std``, ...). The Markdown shows ``mean ± std`` with an arrow saying
-which way is better, and names the feature space under every distribution metric: an FID
-without its feature space is not a number.
+(``cst.mean``, ``sep.std``, ...), in the order the evaluations listed their metrics. The
+Markdown shows each metric's headline scalars (`fsbench.report.headline`, the cells
+`evaluate` shows too) with an arrow saying which way is better, and names the feature space
+of every metric: an FID without its feature space is not a number.
+
+Columns are keyed by metric x feature space, so numbers from two spaces never share one: a
+metric scored in one space by every evaluation keeps its plain name (``cst.mean``, the space
+listed under "Feature spaces"); scored in several, it gets one column group per space
+(``cst [pixels-2-none].mean``, ``cst [pixels-4-none].mean``).
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ import pandas as pd
 
 from fsbench import ui
 from fsbench.errors import UsageError
+from fsbench.report.headline import Headline, arrow, headlines
 
 
 @dataclass
 class Report:
-    frame: pd.DataFrame  # rows: datasets; columns: "metric.scalar"
-    spaces: dict[str, str]  # metric -> feature space
+    frame: pd.DataFrame  # rows: datasets; columns: "metric.scalar" or "metric [space].scalar"
+    spaces: dict[str, str]  # metric column ("cst" or "cst [space]") -> feature space
     markdown: Path
     csv: Path
     figures: list[Path]
@@ -38,14 +45,17 @@ class Report:
         }
 
     def table(self):
-        cols = _summary_columns(self.frame)
-        rows = [[name, *(_pm(self.frame, name, m) for m in cols)] for name in self.frame.index]
-        return ui.table("comparison", ["dataset", *cols], rows)
+        from rich.markup import escape  # "cst [pixels-2-none]" is a header, not a rich style
+
+        headers = [escape(header) for header, _ in _summary_columns(self.frame)]
+        rows = [[escape(name), *(h.text() for h in _summary_cells(self.frame, name))] for name in self.frame.index]
+        return ui.table("comparison", ["dataset", *headers], rows)
 
 
 def load_results(runs: list[Path]) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
     """Read each run's metrics.json into one frame (rows named after the run folders)."""
-    rows, spaces, provenance = {}, {}, {}
+    found: dict[str, list[tuple[str, str | None, dict[str, Any]]]] = {}  # row -> (metric, space, scalars)
+    provenance: dict[str, Any] = {}
     for run in runs:
         path = run / "metrics.json" if run.is_dir() else run
         if not path.exists():
@@ -53,68 +63,97 @@ def load_results(runs: list[Path]) -> tuple[pd.DataFrame, dict[str, str], dict[s
         try:
             data = json.loads(path.read_text())
             metrics = data["metrics"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            prov = data.get("provenance") or {}
+            results = []
+            for metric, result in metrics.items():
+                scalars = {
+                    key: value for key, value in result.items()
+                    if key not in ("notes", "space", "error") and (value is None or isinstance(value, (int, float)))
+                }
+                if scalars:  # a failed metric ({"error": ...}) has no column
+                    results.append((metric, _space(metric, result, prov), scalars))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{path}: not an fsbench metrics.json ({exc})") from None
         label = run.name if run.is_dir() else run.parent.name
-        if label in rows:
+        if label in found:
             label = str(run)
-        rows[label] = {
-            f"{metric}.{key}": value
-            for metric, scalars in metrics.items()
-            for key, value in scalars.items()
-            if key not in ("notes", "space", "error") and (value is None or isinstance(value, (int, float)))
-        }
-        spaces.update({m: s["space"] for m, s in metrics.items() if "space" in s})
-        provenance[label] = data.get("provenance", {})
-    frame = pd.DataFrame.from_dict(rows, orient="index").sort_index(axis=1)
+        found[label] = results
+        provenance[label] = prov
+
+    # metric -> space -> scalar names, each level in first-seen order (the order of --metrics)
+    layout: dict[str, dict[str | None, dict[str, None]]] = {}
+    for results in found.values():
+        for metric, space, scalars in results:
+            layout.setdefault(metric, {}).setdefault(space, {}).update(dict.fromkeys(scalars))
+
+    def group(metric: str, space: str | None) -> str:
+        return metric if len(layout[metric]) == 1 else f"{metric} [{space or 'no space recorded'}]"
+
+    columns = [f"{group(m, sp)}.{k}" for m, by_space in layout.items() for sp, keys in by_space.items() for k in keys]
+    spaces = {group(m, sp): sp for m, by_space in layout.items() for sp in by_space if sp}
+    rows = [
+        {f"{group(metric, space)}.{k}": v for metric, space, scalars in results for k, v in scalars.items()}
+        for results in found.values()
+    ]
+    frame = pd.DataFrame(rows, index=list(found), columns=columns, dtype=float)
     frame.index.name = "dataset"
     return frame, spaces, provenance
 
 
-def _summary_columns(frame: pd.DataFrame) -> list[str]:
-    """Metrics in first-seen order (the order of --metrics), once each."""
-    return list(dict.fromkeys(c.rpartition(".")[0] for c in frame.columns))
+def _space(metric: str, result: dict[str, Any], provenance: dict[str, Any]) -> str | None:
+    """The feature space a result was computed in: its own record, else the run's embedder
+    for a metric that scores embeddings (a metrics.json from before results named their space)."""
+    if result.get("space"):
+        return result["space"]
+    from fsbench.registry import get_registry
+
+    try:
+        needs = get_registry().get("metric", metric.partition(":")[0]).needs
+    except UsageError:
+        return None
+    return provenance.get("embedder_key") if "embeddings" in needs else None
 
 
-def _pm(frame: pd.DataFrame, row: str, metric: str) -> str:
-    """'mean ± std' for a metric with both, else its first scalar."""
-    def get(key: str):
-        col = f"{metric}.{key}"
-        return frame.at[row, col] if col in frame.columns else None
+def _groups(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Column group ("cst", "cst [space]") -> its scalar names, in first-seen order."""
+    groups: dict[str, list[str]] = {}
+    for column in frame.columns:
+        group, _, scalar = column.rpartition(".")  # scalar names hold no dot; spaces may
+        groups.setdefault(group, []).append(scalar)
+    return groups
 
-    value, std = get("mean"), get("std")
-    if value is None:
-        scalars = [c for c in frame.columns if c.startswith(metric + ".")]
-        value = frame.at[row, scalars[0]] if scalars else None
-    if value is None or pd.isna(value):
-        return "-"
-    # 4 decimals, or scientific notation when the value itself is small (KID is ~1e-4)
-    fmt = "{:.3e}" if 0 < abs(value) < 5e-3 else "{:.4f}"
-    return f"{fmt.format(value)} ± {fmt.format(std)}" if std is not None and not pd.isna(std) else fmt.format(value)
+
+def _cells(frame: pd.DataFrame, row: str, group: str, scalars: list[str]) -> list[Headline]:
+    values = {k: frame.at[row, f"{group}.{k}"] for k in scalars}
+    return headlines(group.partition(" [")[0], {k: (None if pd.isna(v) else float(v)) for k, v in values.items()})
+
+
+def _summary_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(header, column group) of each shown cell: every metric's headline scalars, in first-seen
+    order; a metric with several headline scalars (prdc) shows each as "prdc.recall"."""
+    out = []
+    for group, scalars in _groups(frame).items():
+        shown = headlines(group.partition(" [")[0], dict.fromkeys(scalars))
+        out += [(group if len(shown) == 1 else f"{group}.{h.scalar}", group) for h in shown]
+    return out
+
+
+def _summary_cells(frame: pd.DataFrame, row: str) -> list[Headline]:
+    """The headline cells of one row, aligned with `_summary_columns`."""
+    return [h for group, scalars in _groups(frame).items() for h in _cells(frame, row, group, scalars)]
 
 
 def _markdown(frame: pd.DataFrame, spaces: dict[str, str], title: str, provenance: dict[str, Any]) -> str:
-    from fsbench.registry import get_registry
-
-    registry = get_registry()
-    metrics = _summary_columns(frame)
-
-    def header(metric: str) -> str:
-        try:
-            better = registry.get("metric", metric.partition(":")[0]).higher_is_better
-        except UsageError:
-            better = None
-        return metric + {True: " ↑", False: " ↓", None: ""}[better]
-
-    lines = [f"# {title}", "", "| dataset | " + " | ".join(header(m) for m in metrics) + " |",
-             "|---|" + "---|" * len(metrics)]
+    columns = _summary_columns(frame)
+    headers = [f"{header} {arrow(group.partition(' [')[0])}".rstrip() for header, group in columns]
+    lines = [f"# {title}", "", "| dataset | " + " | ".join(headers) + " |", "|---|" + "---|" * len(columns)]
     for row in frame.index:
-        lines.append(f"| {row} | " + " | ".join(_pm(frame, row, m) for m in metrics) + " |")
-    lines += ["", "↑ higher is better, ↓ lower is better; values are mean ± std over identities (or folds).", ""]
+        lines.append(f"| {row} | " + " | ".join(h.text() for h in _summary_cells(frame, row)) + " |")
+    lines += ["", "↑ higher is better, ↓ lower is better; values are mean ± std over identities (or folds, or KID subsets).", ""]
     by_space: dict[str, list[str]] = {}
-    for metric in metrics:
-        if metric in spaces:
-            by_space.setdefault(spaces[metric], []).append(metric)
+    for group in _groups(frame):
+        if group in spaces:
+            by_space.setdefault(spaces[group], []).append(group)
     if by_space:
         lines += ["## Feature spaces", ""]
         lines += [f"- `{space}`: {', '.join(names)}" for space, names in by_space.items()]

@@ -8,10 +8,12 @@ of Naeem et al. (2020), the last two as the authors' `prdc` package computes the
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import linalg
 
-__all__ = ["frechet_distance", "kid", "polynomial_mmd2", "prdc", "knn_radii"]
+__all__ = ["KIDEstimate", "frechet_distance", "kid", "polynomial_mmd2", "prdc", "knn_radii"]
 
 
 # --------------------------------------------------------------------------- Fréchet distance
@@ -73,6 +75,13 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray, degree: int = 3, coef0: float 
     return float((off_xx + off_yy) / (m * (m - 1)) - 2.0 * kxy.sum() / (m * m))
 
 
+class KIDEstimate(NamedTuple):
+    mean: float  # MMD^2 averaged over the subsets
+    std: float  # their spread (ddof 0); NaN when there was only one distinct subset
+    subset_size: int  # rows of each set per subset (capped at the smaller set)
+    subsets: int  # MMD^2 values averaged: 1 when every subset is the whole of both sets
+
+
 def kid(
     x: np.ndarray,
     y: np.ndarray,
@@ -80,13 +89,16 @@ def kid(
     subsets: int = 100,
     subset_size: int = 1000,
     seed: int = 0,
-) -> tuple[float, float, int]:
+) -> KIDEstimate:
     """KID as torch-fidelity: mean and std (ddof 0) of MMD^2 over random subsets.
 
     Each subset draws `subset_size` rows of each set without replacement from one
     `np.random.RandomState(seed)` (x first, then y, as torch-fidelity does). torch-fidelity
     refuses sets smaller than the subset; here the size is capped at the smaller set, and
-    the size used is returned so the caller can say so.
+    the size used is returned so the caller can say so. When the cap makes every subset the
+    whole of both sets, every draw is a permutation of the same two sets and MMD^2 ignores
+    order: the subsets would repeat one number, and their std (round-off, ~1e-17) would look
+    like a measured spread. Then the estimate is one MMD^2 of the whole sets, std NaN.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -95,13 +107,15 @@ def kid(
     size = min(subset_size, len(x), len(y))
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples in each set, got {len(x)} and {len(y)}")
+    if len(x) == len(y) == size:
+        return KIDEstimate(polynomial_mmd2(x, y), float("nan"), size, 1)
     rng = np.random.RandomState(seed)
     mmds = np.empty(subsets, dtype=np.float64)
     for i in range(subsets):
         xs = x[rng.choice(len(x), size, replace=False)]
         ys = y[rng.choice(len(y), size, replace=False)]
         mmds[i] = polynomial_mmd2(xs, ys)
-    return float(mmds.mean()), float(mmds.std()), size
+    return KIDEstimate(float(mmds.mean()), float(mmds.std()), size, subsets)
 
 
 # --------------------------------------------------------------------------- PRDC

@@ -12,6 +12,7 @@ Options (``-o kid.subsets=50``): kid takes `subsets` (100), `subset_size` (1000)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ import fsbench
 from fsbench import ui
 from fsbench.api import Embedder, Metric, MetricResult
 from fsbench.errors import MetricError, UsageError
+from fsbench.options import as_dict, opt, parse
 
 INCEPTION = "inception"
 
@@ -29,29 +31,22 @@ def _notes(*notes: str | None) -> list[str]:
     return [n for n in notes if n]
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """fid and fd take no -o options (their feature space is the ``:OPTION``)."""
+
+
 class _DistributionMetric(Metric):
-    """Shared option handling and feature-space resolution."""
+    """Shared option handling (the class's `Options` schema) and feature-space resolution."""
 
     needs: ClassVar[frozenset[str]] = frozenset({"reference", "images"})
     default_space: ClassVar[str | None] = INCEPTION
-    int_options: ClassVar[dict[str, int | None]] = {}
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, option: str | None = None, **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.int_options))
-        if unknown:
-            known = ", ".join(sorted(self.int_options)) or "none"
-            raise UsageError(f"metric {self.name!r}: unknown option(s) {', '.join(unknown)} (known: {known})")
-        parsed: dict[str, int] = {}
-        for key, value in options.items():
-            try:
-                parsed[key] = int(value)
-            except (TypeError, ValueError):
-                raise UsageError(f"metric {self.name!r}: option {key}={value!r} is not an integer") from None
-        super().__init__(**parsed)
+        self.opts: dict[str, Any] = as_dict(parse(self.Options, options, where=f"metric {self.name!r}"))
+        super().__init__(**{key: self.opts[key] for key in options})  # what was given, converted
         self.option = option
-
-    def opt(self, key: str, default: int) -> int:
-        return int(self.options.get(key, default))
 
     def feature_embedder(self, ctx) -> Embedder:
         ctx.require("reference", self.name)
@@ -101,7 +96,12 @@ class KID(_DistributionMetric):
     description = "kernel inception distance (torch-fidelity: cubic kernel, 100 subsets of 1000)"
     higher_is_better = False
     primary = "mean"  # with "std": evaluate shows them as one "mean ± std" cell
-    int_options = {"subsets": 100, "subset_size": 1000, "seed": None}
+
+    @dataclass(frozen=True)
+    class Options:
+        subsets: int = opt(100, "random subsets averaged", min=1)
+        subset_size: int = opt(1000, "samples per subset (capped at the smaller set)", min=2)
+        seed: int | None = opt(None, "subset draws (none: the run's --seed; torch-fidelity uses 2020)", min=0)
 
     def compute(self, ctx) -> MetricResult:
         from plugins.metrics._distribution_features import context_features, dropped_note
@@ -110,23 +110,24 @@ class KID(_DistributionMetric):
         emb = self.feature_embedder(ctx)
         x, dx = context_features(ctx, "dataset", emb)
         y, dy = context_features(ctx, "reference", emb)
-        want = self.opt("subset_size", 1000)
-        subsets = self.opt("subsets", 100)
-        if want < 2 or subsets < 1:
-            raise UsageError(f"metric {self.name!r}: needs subset_size >= 2 and subsets >= 1")
+        want, subsets = self.opts["subset_size"], self.opts["subsets"]
+        seed = ctx.seed if self.opts["seed"] is None else self.opts["seed"]
         try:
-            mean, std, size = kid(x, y, subsets=subsets, subset_size=want, seed=self.opt("seed", ctx.seed))
+            est = kid(x, y, subsets=subsets, subset_size=want, seed=seed)
         except ValueError as exc:
             raise MetricError(f"{self.name}: {exc}") from None
         notes = _notes(dropped_note(dx, len(x) + dx, "dataset"), dropped_note(dy, len(y) + dy, "reference"))
-        if size < want:
+        if est.subset_size < want:
             notes.append(
-                f"subset size capped at {size} (the smaller set; torch-fidelity requires {want}): "
-                "not comparable with published KIDs" + (", and every subset is the whole set" if len(x) == len(y) == size else "")
+                f"subset size capped at {est.subset_size} (the smaller set; torch-fidelity requires {want}): "
+                "not comparable with published KIDs"
             )
+        if len(x) == len(y) == est.subset_size:  # kid() then returns one estimate, std NaN
+            notes.append(f"subsets = whole set (n={est.subset_size}), no spread: one MMD^2 estimate, std undefined")
         return MetricResult(
             self.name,
-            {"mean": mean, "std": std, "subset_size": size, "n_dataset": len(x), "n_reference": len(y)},
+            {"mean": est.mean, "std": est.std, "subset_size": est.subset_size, "n_subsets": est.subsets,
+             "n_dataset": len(x), "n_reference": len(y)},
             notes=notes,
             space=emb.cache_key(),
         )
@@ -137,7 +138,11 @@ class PRDC(_DistributionMetric):
     description = "precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k = 5"
     higher_is_better = True
     primary = "precision"
-    int_options = {"k": 5}
+    also_shown = ("recall", "density", "coverage")  # four numbers: one would hide mode dropping
+
+    @dataclass(frozen=True)
+    class Options:
+        k: int = opt(5, "nearest neighbours of the manifold estimate", min=1)
 
     def compute(self, ctx) -> MetricResult:
         from plugins.metrics._distribution_features import context_features, dropped_note
@@ -146,9 +151,7 @@ class PRDC(_DistributionMetric):
         emb = self.feature_embedder(ctx)
         fake, df = context_features(ctx, "dataset", emb)
         real, dr = context_features(ctx, "reference", emb)
-        k = self.opt("k", 5)
-        if k < 1:
-            raise UsageError(f"metric {self.name!r}: k must be at least 1")
+        k = self.opts["k"]
         try:
             scores = prdc(real, fake, k=k)
         except ValueError as exc:
@@ -298,6 +301,6 @@ def stats_cmd(root: Path, out: Path, features: str, inception: Path | None, work
 
 
 @fsbench.hookimpl
-def fsbench_register_commands(cli: click.Group) -> None:
-    cli.add_command(fid_cmd)
-    cli.add_command(stats_cmd)
+def fsbench_register_commands(commands) -> None:
+    commands.add(fid_cmd)
+    commands.add(stats_cmd)
