@@ -1,7 +1,7 @@
 """The contracts between fsbench's core and its plugins.
 
-Everything a plugin hands to fsbench is a subclass of one of the four base classes here:
-`Generator`, `Embedder`, `Metric` or `DatasetFormat`. The core never imports a plugin by
+Everything a plugin hands to fsbench is a subclass of one of the base classes here:
+`Generator`, `Embedder`, `Metric`, `DatasetFormat` or `PipelineStep`. The core never imports a plugin by
 name; it asks the registry for a class by its `name` and talks to it only through these
 methods. Keep plugin modules cheap to import (import torch inside methods): the CLI imports
 every plugin to build `--help`.
@@ -11,27 +11,37 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+
+from fsbench.options import opt
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     import pandas as pd
 
     from fsbench.data.dataset import FaceDataset
-    from fsbench.evaluation import EvalContext
+    from fsbench.evaluation import EvalContext  # lives there (it needs the data layer); import it from there
 
 __all__ = [
     "DatasetFormat",
     "Embedder",
     "Embeddings",
-    "EvalContext",
     "Generator",
+    "Identity",
     "Metric",
     "MetricResult",
+    "PipelineStep",
     "Plugin",
+    "Sample",
+    "SampleKey",
+    "Sampler",
+    "Stage",
+    "StagePlan",
+    "TrainConfig",
 ]
 
 
@@ -146,6 +156,10 @@ class Metric(Plugin):
     needs: ClassVar[frozenset[str]] = frozenset({"embeddings"})
     higher_is_better: ClassVar[bool | None] = None
     primary: ClassVar[str] = "mean"  # the scalar shown in one-number summaries
+    Options: ClassVar[type | None] = None  # fsbench.options schema of its `-o METRIC.KEY=VALUE` keys
+    # Scalars shown beside `primary` in evaluate's table and report's columns, each its own
+    # cell, when one number would hide the others (prdc: recall, density, coverage).
+    also_shown: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -158,62 +172,215 @@ class Metric(Plugin):
 # --------------------------------------------------------------------------- generators
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: `needs` names the earlier stages whose weights it starts from
+    (VIGFace: ``fr`` then ``diffusion``; SegTex: ``segmap`` then ``texture``)."""
+
+    name: str
+    needs: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Knobs every trainable generator's config has; a generator's `Config` subclasses it.
+
+    The core reads these (device, precision, seed, checkpoint cadence); the rest of a
+    generator's config is its own."""
+
+    seed: int = opt(0, "training seed (each torchrun rank draws seed * world_size + rank)", min=0)
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto: CUDA when present, else CPU")
+    amp: bool = opt(True, "mixed precision on CUDA (fp16 with loss scaling, or the stage's bf16)")
+    max_steps: int = opt(0, "> 0: stop every stage at this step (smoke runs); the schedule is unchanged", min=0)
+    checkpoint_every: int = opt(500, "steps between checkpoints (a kill loses at most this many)", min=1)
+
+
+# Config keys that may change when a run is resumed without changing its result.
+RESUMABLE = frozenset({"max_steps", "checkpoint_every", "device", "workers"})
+
+
+@dataclass
+class StagePlan:
+    """What a generator hands the training loop for one stage (see fsbench.train.loop).
+
+    `on_finish(state)` runs once when the stage completes (print statistics, export)."""
+
+    state: Any  # fsbench.train.loop.TrainState
+    step: Callable[..., Any]  # (StepContext, batch) -> {name: scalar}
+    batches: Any  # steps_per_epoch + epoch(epoch, start)
+    total_steps: int
+    batch_size: int
+    amp_dtype: str = "fp16"
+    extra: dict[str, Any] = field(default_factory=dict)  # stored in the stage's checkpoints
+    on_finish: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One identity a sampler will draw: its folder name, the row it conditions on (a
+    prototype, a world index) and what every image's manifest row says of it."""
+
+    name: str
+    row: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """What one synthetic image is a pure function of."""
+
+    identity: str
+    row: int
+    image: int
+    seed: int
+
+
+@dataclass
+class Sample:
+    """One sampled image: uint8 (H, W, 3) array or encoded bytes (of `Sampler.suffix`), its
+    aux files ``{kind: (file name, bytes or array)}`` and its manifest fields."""
+
+    image: np.ndarray | bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+    aux: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+
+class Sampler(abc.ABC):
+    """A generator ready to sample: chooses identities, maps keys to images.
+
+    `sample(keys)` must give each key the image it would get in any other batch: the core
+    cuts the key list into fixed chunks of `batch_size` in one global order and hands them
+    out to shards, so a sharded run and an unsharded one see the same batches and write
+    the same bytes. Draw noise per key (from key.seed, key.row, key.image), never per batch.
+    """
+
+    suffix: ClassVar[str] = ".png"
+    aux_dirs: ClassVar[tuple[str, ...]] = ()
+    batch_size: int = 16
+    info: dict[str, Any]  # recorded in dataset.json: options, weights sampled (last or EMA)...
+
+    @abc.abstractmethod
+    def identities(self, n_ids: int, seed: int) -> list[Identity]:
+        """The `n_ids` identities to sample (refuse more than there are, as a UsageError)."""
+
+    @abc.abstractmethod
+    def sample(self, keys: Sequence[SampleKey]) -> list[Sample]:
+        """One Sample per key, in order."""
+
+
 class Generator(Plugin):
     """A trainable (or procedural) source of synthetic face datasets.
 
-    `presets` maps a preset name to its config dict; every generator has at least ``tiny``
-    (CPU, minutes) and ``paper`` (the published setting). Training writes everything it needs
-    into `run_dir` (config.json, checkpoints, metrics.jsonl) and resumes from it when run
-    again; `sample` reads `run_dir` and writes a FaceDataset to `out_dir`.
+    Declares `Config` (a frozen dataclass of fsbench.options fields; trainable generators
+    subclass `TrainConfig`), `presets` (overrides of Config's defaults; ``tiny`` for CPU
+    minutes and ``paper`` for the published setting), `stages` in training order, and
+    `SampleOptions` (the ``-o`` keys of ``fsbench sample``). The core owns run folders,
+    the training loop, sharding and resume: a generator builds models and steps
+    (`plan_stage`) and a `Sampler`. `fsbench.testing.check_generator` checks the contract.
     """
 
-    presets: ClassVar[dict[str, dict[str, Any]]] = {}
-    needs_training: ClassVar[bool] = True
+    Config: ClassVar[type] = TrainConfig
+    SampleOptions: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "paper": {}}
+    stages: ClassVar[tuple[Stage, ...]] = ()
+    resumable: ClassVar[frozenset[str]] = RESUMABLE
+    # True for a generator whose samples are the embedded world itself (procedural): the
+    # default judge, trained on the world, then scores them (see fsbench.judge).
+    embedded_world: ClassVar[bool] = False
 
-    def config(self, preset: str, **overrides: Any) -> dict[str, Any]:
-        """The preset's config with overrides applied; unknown keys are refused by name."""
+    @property
+    def needs_training(self) -> bool:
+        return bool(self.stages)
+
+    @classmethod
+    def check_declaration(cls) -> None:
+        """What the registry checks when a generator registers: schemas, presets, stages.
+
+        Raises ValueError with the problem; the registry names the plugin beside it."""
+        import dataclasses
+
         from fsbench.errors import UsageError
+        from fsbench.options import check_presets, parse
 
-        if preset not in self.presets:
-            raise UsageError(
-                f"generator {self.name!r} has no preset {preset!r} (known: {', '.join(self.presets)})"
-            )
-        cfg = dict(self.presets[preset])
-        unknown = sorted(set(overrides) - set(cfg))
-        if unknown:
-            raise UsageError(
-                f"generator {self.name!r}: unknown option(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(cfg))})"
-            )
-        for key, value in overrides.items():
-            default = cfg[key]
-            if default is not None and not isinstance(value, type(default)):
-                try:
-                    value = type(default)(value)
-                except (TypeError, ValueError):
-                    raise UsageError(
-                        f"generator {self.name!r}: option {key}={value!r} is not a {type(default).__name__}"
-                    ) from None
-            cfg[key] = value
-        return cfg
+        for label, schema in (("Config", cls.Config), ("SampleOptions", getattr(cls, "SampleOptions", None))):
+            if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+                raise ValueError(f"{label} must be a dataclass of fsbench.options fields")
+        if cls.stages and not issubclass(cls.Config, TrainConfig):
+            raise ValueError("a generator with stages needs a Config that subclasses fsbench.api.TrainConfig")
+        missing = {"tiny", "paper"} - set(cls.presets)
+        if missing:
+            raise ValueError(f"presets lack {', '.join(sorted(missing))} (every generator has tiny and paper)")
+        seen: set[str] = set()
+        for stage in cls.stages:
+            unknown = [n for n in stage.needs if n not in seen]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} needs {unknown}, which is not an earlier stage")
+            seen.add(stage.name)
+        try:
+            check_presets(cls.Config, cls.presets, where=f"generator {cls.name!r}")
+            parse(cls.SampleOptions, {}, where=f"generator {cls.name!r} SampleOptions")
+        except (UsageError, TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
 
-    def train(self, data: FaceDataset, run_dir: Path, preset: str = "tiny", **overrides: Any) -> Path:
-        """Train (or resume) into `run_dir`; returns the final checkpoint path."""
+    def config(self, preset: str = "tiny", overrides: Mapping[str, Any] | None = None) -> Any:
+        """The preset's typed config with overrides (strings from -o are converted)."""
+        from fsbench.options import preset as resolve_preset
+
+        return resolve_preset(self.Config, self.presets, preset, overrides or {}, where=f"generator {self.name!r}")
+
+    def sample_options(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        from fsbench.options import parse
+
+        return parse(self.SampleOptions, overrides or {}, where=f"fsbench sample {self.name}")
+
+    def plan_stage(self, stage: str, ctx: Any) -> StagePlan:
+        """Build the stage's training state, batches and step (ctx: fsbench.runs.StageContext)."""
         from fsbench.errors import UsageError
 
         raise UsageError(f"generator {self.name!r} needs no training")
 
+    def default_run(self) -> Path | None:
+        """The small run shipped with the plugin, sampled when no --run is given (or None)."""
+        return None
+
     @abc.abstractmethod
-    def sample(
-        self,
-        run_dir: Path | None,
-        n_ids: int,
-        per_id: int,
-        out_dir: Path,
-        seed: int = 0,
-        **options: Any,
-    ) -> FaceDataset:
-        """Write `n_ids` identities x `per_id` images to `out_dir` (resumable) and open it."""
+    def sampler(self, run: Any, config: Any, options: Any) -> Sampler:
+        """A Sampler for a finished run (fsbench.runs.Run; None without training)."""
+
+
+# --------------------------------------------------------------------------- pipeline steps
+
+
+class PipelineStep(Plugin):
+    """One replaceable step of a generator's dataset pipeline (SegTex's pose, refiner, age).
+
+    A generator names its pipeline and its slots in order (``fsbench.pipeline.resolve``);
+    each slot is filled by the step registered for ``(pipeline, slot)``. A plugin replaces a
+    built-in step by registering the same pair with ``replaces = True``, or adds a step in a
+    new slot placed ``after`` an existing one. A step that cannot run here (no offline
+    weights: SegTex's StyleGAN refiner) sets ``available = False``; the pipeline skips it and
+    the dataset's metadata records it as "not installed".
+
+    `apply` gets a batch ``{"images": uint8 (B, H, W, 3), "maps": uint8 (B, H, W) or None,
+    "keys": [SampleKey], "params": [dict]}`` and returns it changed; it writes what it drew
+    for each item into ``params[i][slot]`` (the manifest records it), drawing only from
+    ``rngs[i]``, the item's own generator, so an item's result never depends on its batch.
+    """
+
+    pipeline: ClassVar[str]
+    slot: ClassVar[str]
+    after: ClassVar[str | None] = None
+    replaces: ClassVar[bool] = False
+    available: ClassVar[bool] = True
+    Options: ClassVar[type | None] = None  # fsbench.options schema of the step's -o keys
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def apply(self, batch: dict[str, Any], rngs: Sequence[np.random.Generator]) -> dict[str, Any]:
+        """Transform the batch (see the class docstring)."""
 
 
 # --------------------------------------------------------------------------- formats
@@ -240,13 +407,3 @@ class DatasetFormat(Plugin):
         from fsbench.errors import UsageError
 
         raise UsageError(f"format {self.name!r} cannot be written")
-
-
-def __getattr__(name: str) -> Any:
-    # EvalContext lives in fsbench.evaluation (it needs the data layer); re-exported lazily
-    # here so plugins can import every contract from one place without an import cycle.
-    if name == "EvalContext":
-        from fsbench.evaluation import EvalContext
-
-        return EvalContext
-    raise AttributeError(f"module 'fsbench.api' has no attribute {name!r}")

@@ -32,14 +32,11 @@ class FsbenchGroup(click.Group):
 
 
 def parse_overrides(pairs: tuple[str, ...], option: str = "-o") -> dict[str, str]:
-    """`key=value` strings -> dict; the generator or metric type-checks the values."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{option} {pair!r}: expected KEY=VALUE")
-        out[key.strip()] = value
-    return out
+    """`key=value` strings -> dict (`fsbench.options.parse_pairs`); the generator or metric
+    type-checks the values through its options schema."""
+    from fsbench.options import parse_pairs
+
+    return parse_pairs(pairs, option)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
@@ -60,15 +57,19 @@ def cli() -> None:
 # --------------------------------------------------------------------------- plugins
 
 
-@cli.command("plugins")
+@cli.group("plugins", cls=FsbenchGroup, invoke_without_command=True)
 @json_option
-def plugins_cmd(as_json: bool) -> None:
+@click.pass_context
+def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     """List every registered generator, metric, embedder and format, with its origin.
 
     \b
-    Example:
+    Examples:
       fsbench plugins --json
+      fsbench plugins show vigface     # its stages, presets and every option
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from fsbench.registry import get_registry
 
     reg = get_registry()
@@ -92,6 +93,37 @@ def plugins_cmd(as_json: bool) -> None:
         [r.values() for r in rows],
     )
     ui.emit({"plugins": rows, "load_errors": reg.load_errors}, as_json=as_json, table=table)
+
+
+@plugins_cmd.command("show")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["generator", "metric", "embedder", "format", "pipeline_step"]),
+              help="When NAME is used by several kinds.")
+@json_option
+def plugins_show_cmd(name: str, kind: str | None, as_json: bool) -> None:
+    """One plugin item: where it comes from and every option with its type, default and meaning.
+
+    \b
+    Example:
+      fsbench plugins show iou
+    """
+    from fsbench.registry import get_registry
+
+    info = get_registry().describe(name, kind)
+    if as_json:
+        ui.emit(info, as_json=True)
+        return
+    ui.out.print(f"[bold]{info['kind']} {info['name']}[/bold] ({info['plugin']}, {info['distribution']} "
+                 f"{info['version']}): {info['description']}", soft_wrap=True)
+    for stage in info.get("stages", []):
+        ui.out.print(f"  stage {stage['name']} (needs: {', '.join(stage['needs']) or '-'}): {stage['description']}")
+    for preset, values in info.get("presets", {}).items():
+        ui.out.print(f"  preset {preset}: {', '.join(f'{k}={v}' for k, v in values.items()) or 'the defaults'}")
+    for title, key in (("config (-o KEY=VALUE)", "config"), ("sampling options (-o on sample)",
+                       "sample_options"), ("options", "options")):
+        if info.get(key):
+            rows = [[o["name"], o["type"], str(o["default"]), o["help"]] for o in info[key]]
+            ui.out.print(ui.table(title, ["option", "type", "default", "meaning"], rows))
 
 
 # --------------------------------------------------------------------------- data
@@ -169,53 +201,102 @@ def data_show_cmd(root: Path, out: Path, ids: int, per_id: int, masks: bool) -> 
 @cli.command("train")
 @click.argument("generator")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="Training dataset folder.")
-@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run folder (resumed if it exists).")
+@click.option("--run", "--run-dir", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder (resumed if it exists; --run-dir under torchrun, whose own --run-path would take --run).")
 @click.option("--preset", default="tiny", show_default=True, help="Preset of the generator (tiny, paper, ...).")
-@click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value.")
+@click.option("-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (see `fsbench plugins`).")
+@click.option("--stage", help="Train only this stage (its earlier stages must have finished).")
+@click.option("--until", help="Train the stages up to and including this one.")
 @json_option
-def train_cmd(generator: str, data_dir: Path, run_dir: Path, preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Train a generator (resumes when RUN already holds a checkpoint).
+def train_cmd(generator: str, data_dir: Path, run_dir: Path, preset: str, overrides: tuple[str, ...],
+              stage: str | None, until: str | None, as_json: bool) -> None:
+    """Train a generator's stages in order (resumes what RUN already holds).
 
     \b
-    Example:
-      fsbench train vigface --data world --run runs/vig --preset tiny -o steps=200
+    Examples:
+      fsbench train vigface --data world --run runs/vig --preset tiny
+      fsbench train vigface --data world --run runs/vig --stage diffusion -o max_steps=200
+      torchrun --nproc_per_node=8 -m fsbench train vigface --data casia --run-dir runs/vig --preset paper
     """
     from fsbench.data import FaceDataset
     from fsbench.registry import get_registry
+    from fsbench.runs import describe_run, select_stages, train_generator
 
     gen = get_registry().generator(generator)
-    ckpt = gen.train(FaceDataset.open(data_dir), run_dir, preset, **parse_overrides(overrides))
-    ui.emit({"generator": generator, "run": str(run_dir), "checkpoint": str(ckpt)}, as_json=as_json)
+    select_stages(gen, stage, until)  # a wrong stage name is refused before the data is read
+    cfg_overrides = parse_overrides(overrides)
+    gen.config(preset, cfg_overrides)  # ... and so is a wrong option
+    train_generator(gen, FaceDataset.open(data_dir), run_dir, preset, cfg_overrides, stage=stage, until=until,
+                    show_progress=not as_json)
+    _show_run(describe_run(run_dir), as_json)
+
+
+def _show_run(info: dict[str, Any], as_json: bool) -> None:
+    rows = [[s["stage"], ", ".join(s["needs"]) or "-", s["state"], s["steps"], s["total_steps"],
+             (s["checkpoint_sha256"] or "")[:12], s["last"].get("loss")] for s in info["stages"]]
+    table = ui.table(f"run {info['run']} ({info['generator']}, preset {info['preset']}, data {info['data']})",
+                     ["stage", "needs", "state", "steps", "of", "checkpoint sha256", "last loss"], rows)
+    ui.emit(info, as_json=as_json, table=table)
+
+
+@cli.group("runs", cls=FsbenchGroup)
+def runs_cmd() -> None:
+    """Inspect training runs."""
+
+
+@runs_cmd.command("show")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@json_option
+def runs_show_cmd(run_dir: Path, as_json: bool) -> None:
+    """A run's stages (finished or not, steps, checkpoint hashes) and its config.
+
+    \b
+    Example:
+      fsbench runs show runs/vig --json
+    """
+    from fsbench.runs import describe_run
+
+    info = describe_run(run_dir)
+    _show_run(info, as_json)
     if not as_json:
-        ui.out.print(f"trained {generator}: {ckpt}")
+        ui.out.print("config: " + ", ".join(f"{k}={v}" for k, v in info["config"].items()), soft_wrap=True)
 
 
 @cli.command("sample")
 @click.argument("generator")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Trained run folder.")
+@click.option("--run", "--run-dir", "run_dir", type=click.Path(path_type=Path),
+              help="Trained run folder (default: the embedded one; --run-dir under torchrun).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder to write.")
 @click.option("--ids", default=100, show_default=True, help="Identities to sample.")
 @click.option("--per-id", default=10, show_default=True, help="Images per identity.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--preset", default="tiny", show_default=True, help="Preset, for a generator that needs no training.")
+@click.option("--shard", help="I/N: write shard I (0-based) of N into --out; the last to finish completes it.")
+@click.option("--overwrite", is_flag=True, help="Replace a dataset sampled with other settings.")
 @click.option("-o", "options", multiple=True, metavar="KEY=VALUE", help="Generator-specific sampling option.")
 @json_option
-def sample_cmd(generator: str, run_dir: Path | None, out: Path, ids: int, per_id: int, seed: int,
-               options: tuple[str, ...], as_json: bool) -> None:
-    """Sample a synthetic dataset from a (trained) generator.
+def sample_cmd(generator: str, run_dir: Path | None, out: Path, ids: int, per_id: int, seed: int, preset: str,
+               shard: str | None, overwrite: bool, options: tuple[str, ...], as_json: bool) -> None:
+    """Sample a synthetic dataset from a (trained) generator; resumes after a kill.
 
     \b
-    Example:
-      fsbench sample vigface --run runs/vig --out syn --ids 100 --per-id 10 --seed 0
+    Examples:
+      fsbench sample vigface --run runs/vig --out syn --ids 100 --per-id 10 -o guidance=2.5
+      fsbench sample vigface --run runs/vig --out syn --ids 10000 --per-id 50 --shard 0/4   # and 1/4, 2/4, 3/4
     """
     from fsbench.registry import get_registry
+    from fsbench.sampling import parse_shard, plan_sampling, sample_dataset
 
-    _check_counts(ids, per_id)
-    gen = get_registry().generator(generator)
-    if gen.needs_training and run_dir is None:
-        raise UsageError(f"generator {generator!r} samples from a trained run: pass --run DIR")
-    ds = gen.sample(run_dir, ids, per_id, out, seed, **parse_overrides(options))
+    part = parse_shard(shard)
+    plan = plan_sampling(get_registry().generator(generator), run_dir, n_ids=ids, per_id=per_id, seed=seed,
+                         preset=preset, overrides=parse_overrides(options))
+    ds = sample_dataset(plan.sampler, plan.request, out, shard=part, info=plan.info, overwrite=overwrite,
+                        show_progress=not as_json)
+    if ds is None:
+        ui.emit({"out": str(out), "shard": str(part), "complete": False}, as_json=as_json)
+        return
     info = ds.describe()
-    ui.emit(info, as_json=as_json)
+    ui.emit({**info, "complete": True}, as_json=as_json)
     if not as_json:
         ui.out.print(f"wrote {info['images']} images of {info['identities']} identities to {out}")
 
@@ -237,16 +318,19 @@ def _check_counts(ids: int, per_id: int) -> None:
 @click.option("--ids", default=100, show_default=True, help="With --generator: identities to sample.")
 @click.option("--per-id", default=10, show_default=True, help="With --generator: images per identity.")
 @click.option("--reference", "reference_dir", type=click.Path(path_type=Path), help="Real/reference dataset folder.")
-@click.option("--metrics", "metric_specs", default="summary", show_default=True, help="Comma-separated metric names (NAME[:OPTION]).")
+@click.option("--metrics", "metric_specs", default="summary", show_default=True,
+              help="Comma-separated metric names (NAME[:OPTION]).")
 @click.option("--embedder", help="Face embedder NAME[:OPTION], e.g. dlib:aligned, iresnet:r50:/w/backbone.pth.")
 @click.option("--features", help="Feature space for distribution metrics (default: each metric's own).")
-@click.option("--bench", "benches", multiple=True, type=click.Path(path_type=Path), help="Verification benchmark file (repeatable).")
+@click.option("--bench", "benches", multiple=True, type=click.Path(path_type=Path),
+              help="Verification benchmark file (repeatable).")
 @click.option("-o", "options", multiple=True, metavar="METRIC.KEY=VALUE", help="Option for one metric.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder for metrics.json, per_identity.parquet, figures.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable images and list them.")
 @click.option("--no-cache", is_flag=True, help="Recompute embeddings even when cached.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default $FSBENCH_CACHE or ~/.cache/fsbench).")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              help="Embedding cache (default $FSBENCH_CACHE or ~/.cache/fsbench).")
 @json_option
 def evaluate_cmd(dataset_dir, generator, run_dir, ids, per_id, reference_dir, metric_specs, embedder, features,
                  benches, options, out_dir, seed, skip_bad, no_cache, cache_dir, as_json) -> None:

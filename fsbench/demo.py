@@ -39,7 +39,7 @@ LOW_DIVERSITY = {"yaw_sd": 4.0, "profile_p": 0.0, "pitch_sd": 2.0, "roll_sd": 1.
 def _make(out: Path, ids: int, per_id: int, seed: int, **options: Any) -> FaceDataset:
     if (out / "dataset.json").exists():
         return FaceDataset.open(out)  # a finished set from an earlier demo: reuse it
-    return get_registry().generator("procedural").sample(None, ids, per_id, out, seed, resume=True, **options)
+    return get_registry().generator("procedural").make(None, ids, per_id, out, seed, resume=True, **options)
 
 
 def run_demo(

@@ -20,7 +20,7 @@ import fsbench
 from fsbench import ui
 from fsbench.api import MetricResult
 from fsbench.data import FaceDataset
-from fsbench.errors import FsbenchError, MetricError, UsageError
+from fsbench.errors import MetricError, UsageError
 from fsbench.evaluation import EvalContext
 from fsbench.registry import get_registry
 
@@ -33,10 +33,18 @@ class EvaluationResult:
     errors: dict[str, str]
     provenance: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # the metric specs as --metrics listed them
+
+    def names(self) -> list[str]:
+        """Every metric, scored or failed, in the order of --metrics."""
+        done = {**self.results, **self.errors}
+        return [n for n in self.order if n in done] + [n for n in done if n not in self.order]
 
     def to_json(self) -> dict[str, Any]:
-        metrics = {name: r.to_json() for name, r in self.results.items()}
-        metrics.update({name: {"error": msg} for name, msg in self.errors.items()})
+        metrics = {
+            name: self.results[name].to_json() if name in self.results else {"error": self.errors[name]}
+            for name in self.names()
+        }
         return {
             "dataset": self.dataset,
             "metrics": metrics,
@@ -51,19 +59,21 @@ class EvaluationResult:
         return notes
 
     def table(self):
-        registry = get_registry()
+        """One row per headline scalar (fsbench.report.headline, as `report` shows them)."""
+        from fsbench.report.headline import arrow, headlines
+
         rows = []
-        for name, r in self.results.items():
-            cls = registry.get("metric", name.partition(":")[0])
-            arrow = {True: "↑", False: "↓", None: ""}[cls.higher_is_better]
-            primary = cls.primary if cls.primary in r.scalars else next(iter(r.scalars), None)
-            value = r.scalars.get(primary) if primary else None
-            std = r.scalars.get("std") if primary == "mean" else None
-            others = ", ".join(f"{k}={_fmt(v)}" for k, v in r.scalars.items() if k not in (primary, "std"))
-            rows.append([f"{name} {arrow}", primary, value, std, r.space or "", others])
-        for name, msg in self.errors.items():
-            rows.append([name, "error", None, None, "", msg])
-        return ui.table(f"evaluation of {self.dataset}", ["metric", "scalar", "value", "± std", "space", "other"], rows)
+        for name in self.names():
+            if name in self.errors:
+                rows.append([name, "error", None, "", self.errors[name]])
+                continue
+            r = self.results[name]
+            shown = headlines(name, r.scalars)
+            hidden = {h.scalar for h in shown} | ({"std"} if any(h.std is not None for h in shown) else set())
+            others = ", ".join(f"{k}={_fmt(v)}" for k, v in r.scalars.items() if k not in hidden)
+            for i, h in enumerate(shown):
+                rows.append([f"{name} {arrow(name)}".strip(), h.scalar, h.text(), r.space or "", others if i == 0 else ""])
+        return ui.table(f"evaluation of {self.dataset}", ["metric", "scalar", "value", "space", "other"], rows)
 
 
 def _fmt(v: float) -> str:
@@ -90,26 +100,51 @@ def _platform() -> dict[str, Any]:
     return {"platform": compute_platform()}
 
 
-def _split_options(specs: list[str], options: dict[str, str]) -> dict[str, dict[str, str]]:
-    """`-o iou.bins=50` -> {"iou": {"bins": "50"}}; an option for an unselected metric is refused."""
-    names = {s.partition(":")[0] for s in specs}
+def _split_options(specs: list[str], options: dict[str, str], generator: str | None = None) -> dict[str, dict[str, str]]:
+    """`-o iou.bins=50` -> {"iou": {"bins": "50"}}; with --generator G, `-o G.guidance=2` goes to
+    G's sampling options (under the key G). An option for an unselected metric is refused."""
+    names = {s.partition(":")[0] for s in specs} | ({generator} if generator else set())
     per_metric: dict[str, dict[str, str]] = {n: {} for n in names}
     for key, value in options.items():
         metric, dot, opt = key.partition(".")
         if not dot or metric not in names:
-            raise UsageError(f"-o {key}={value}: expected METRIC.KEY=VALUE for one of --metrics ({', '.join(sorted(names))})")
+            also = f" or {generator}.KEY=VALUE for the generator" if generator else ""
+            raise UsageError(f"-o {key}={value}: expected METRIC.KEY=VALUE for one of --metrics "
+                             f"({', '.join(sorted(names - {generator}))}){also}")
         per_metric[metric][opt] = value
     return per_metric
 
 
-def _open_generated(generator: str, run_dir: Path | None, ids: int, per_id: int, out: Path, seed: int) -> FaceDataset:
-    gen = get_registry().generator(generator)
-    if gen.needs_training and run_dir is None:
-        raise UsageError(f"generator {generator!r} samples from a trained run: pass --run DIR")
-    if (out / "dataset.json").exists():
-        ui.warn(f"reusing the samples already in {out}")
-        return FaceDataset.open(out)
-    return gen.sample(run_dir, ids, per_id, out, seed)
+def _open_generated(generator: str, run_dir: Path | None, ids: int, per_id: int, samples: Path, seed: int,
+                    options: dict[str, str]) -> FaceDataset:
+    """Sample into a folder keyed by everything the samples are a function of (checkpoints,
+    config, options, seed, sizes): another run, seed or size never reuses stale samples."""
+    from fsbench.sampling import plan_sampling, sample_dataset
+
+    plan = plan_sampling(get_registry().generator(generator), run_dir, n_ids=ids, per_id=per_id, seed=seed,
+                         overrides=options)
+    out = samples / f"{generator}-{plan.digest()}"
+    dataset = sample_dataset(plan.sampler, plan.request, out, info=plan.info)
+    assert dataset is not None  # one shard: this process finishes the dataset
+    return dataset
+
+
+def _choose_judge(metrics: dict[str, Any], embedder: str | None, dataset: FaceDataset,
+                  reference: FaceDataset | None, benches: list[Path]) -> dict[str, Any] | None:
+    """{spec, reason} of the face embedder when some metric needs one (None otherwise).
+
+    An explicit --embedder wins; else `fsbench.judge.default_embedder` decides from the
+    environment, the user config and the lineage of the dataset (and of the reference and
+    benchmarks scored in the same space)."""
+    if not any(m.needs & {"embeddings", "benchmarks"} for m in metrics.values()):
+        return None
+    if embedder is not None:
+        return {"spec": embedder, "reason": "--embedder", "default": False}
+    from fsbench.judge import benchmark_info, default_embedder
+
+    others = ([reference.info] if reference is not None else []) + [benchmark_info(b) for b in benches]
+    spec, reason = default_embedder(dataset.info, others)
+    return {"spec": spec, "reason": reason, "default": True}
 
 
 def run_evaluation(
@@ -135,7 +170,8 @@ def run_evaluation(
     specs = [s.strip() for s in metric_specs.split(",") if s.strip()]
     if not specs:
         raise UsageError("--metrics is empty: name at least one metric (see `fsbench plugins`)")
-    per_metric = _split_options(specs, metric_options or {})
+    per_metric = _split_options(specs, metric_options or {}, generator)
+    gen_options = per_metric.pop(generator, {}) if generator else {}
     metrics = {spec: registry.metric(spec, **per_metric[spec.partition(":")[0]]) for spec in specs}
     if (dataset_dir is None) == (generator is None):
         raise UsageError("pass exactly one of --dataset DIR or --generator NAME")
@@ -146,10 +182,13 @@ def run_evaluation(
     name = dataset_dir.name if dataset_dir else generator
     out_dir = Path(out_dir or f"eval-{name}")
     if generator is not None:
-        dataset = _open_generated(generator, run_dir, ids, per_id, out_dir / "samples", seed)
+        dataset = _open_generated(generator, run_dir, ids, per_id, out_dir / "samples", seed, gen_options)
     else:
         dataset = FaceDataset.open(dataset_dir, skip_bad=skip_bad)
     reference = FaceDataset.open(reference_dir, skip_bad=skip_bad) if reference_dir else None
+    judge = _choose_judge(metrics, embedder, dataset, reference, benches or [])
+    if judge is not None:
+        embedder = judge["spec"]
     ctx = EvalContext(
         dataset, reference=reference, embedder=embedder, features=features, benchmarks=benches or [],
         out_dir=out_dir, cache_dir=cache_dir, use_cache=use_cache, seed=seed,
@@ -160,6 +199,11 @@ def run_evaluation(
             ctx.require(need, spec)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if judge is not None:  # every number names its judge: its weights hash too
+        judge_emb = ctx.embedder()
+        judge.update(name=judge_emb.name, weights_id=judge_emb.weights_id(), space=judge_emb.cache_key())
+        ui.err.print(f"judge: {judge['spec']} (weights {judge['weights_id']}): {judge['reason']}",
+                     soft_wrap=True, markup=False, highlight=False)
     results: dict[str, MetricResult] = {}
     errors: dict[str, str] = {}
     for spec, metric in metrics.items():
@@ -173,27 +217,27 @@ def run_evaluation(
     provenance = {
         "fsbench_version": fsbench.__version__,
         "git_commit": _git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": sys.argv[1:],
         "seed": seed,
         "dataset": {"root": str(dataset.root), "fingerprint": dataset.fingerprint(), "info": dataset.info},
         "reference": ({"root": str(reference.root), "fingerprint": reference.fingerprint()} if reference else None),
         "embedder": embedder,
         "embedder_key": ctx.embedder().cache_key() if embedder else None,
+        "judge": judge,
         "features": features,
         "benchmarks": [str(b) for b in benches or []],
         "metric_options": per_metric,
         "python": sys.version.split()[0],
         **_platform(),
     }
-    result = EvaluationResult(str(dataset.root), out_dir, results, errors, provenance, list(dataset.skipped))
+    result = EvaluationResult(str(dataset.root), out_dir, results, errors, provenance, list(dataset.skipped),
+                              order=list(metrics))
     _save(result)
     return result
 
 
 def _save(result: EvaluationResult) -> None:
-    import pandas as pd
-
     out = result.out_dir
     tmp = out / f"metrics.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(json.loads(ui.dumps(result.to_json())), indent=2) + "\n")

@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    import click
-
-    from fsbench.api import DatasetFormat, Embedder, Generator, Metric
+    from fsbench.api import DatasetFormat, Embedder, Generator, Metric, PipelineStep
+    from fsbench.commands import Commands
 
 hookspec = pluggy.HookspecMarker("fsbench")
 
@@ -64,11 +63,19 @@ def fsbench_register_formats() -> list[type[DatasetFormat]]:
 
 
 @hookspec
-def fsbench_register_commands(cli: click.Group) -> None:
-    """Add click commands or groups to the ``fsbench`` command line.
+def fsbench_register_commands(commands: Commands) -> None:
+    """Add click commands to the ``fsbench`` command line through the `fsbench.commands.Commands`
+    facade (never fsbench's click tree itself).
 
-    ``cli.add_command(my_command)`` adds a top-level command; to add a maker of datasets,
-    ``cli.commands["data"].commands["make"].add_command(...)``. Commands should raise
-    `fsbench.errors.FsbenchError` subclasses for expected mistakes: the CLI turns them into
-    one line on stderr and exit code 2.
+    ``commands.add(my_command)`` adds a top-level command; ``commands.add(cmd, under="data make")``
+    a maker of datasets; ``commands.group("benchmark", help)`` makes a group others may share.
+    Commands should raise `fsbench.errors.FsbenchError` subclasses for expected mistakes: the
+    CLI turns them into one line on stderr and exit code 2.
     """
+
+
+@hookspec
+def fsbench_register_pipeline_steps() -> list[type[PipelineStep]]:
+    """Return PipelineStep subclasses: steps of a generator's dataset pipeline (SegTex's pose,
+    refiner, age), each for a ``(pipeline, slot)``; ``replaces = True`` takes over a built-in
+    step's slot, ``after = "slot"`` adds a new one (see `fsbench.api.PipelineStep`)."""

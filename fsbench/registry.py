@@ -16,6 +16,7 @@ import importlib.metadata as md
 import importlib.util
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +34,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "metric": ("fsbench_register_metrics", api.Metric),
     "embedder": ("fsbench_register_embedders", api.Embedder),
     "format": ("fsbench_register_formats", api.DatasetFormat),
+    "pipeline_step": ("fsbench_register_pipeline_steps", api.PipelineStep),
 }
 # Names end up in cache files and on command lines: no spaces, slashes or colons.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -90,9 +92,11 @@ class Registry:
             spec = importlib.util.spec_from_file_location(f"fsbench_local_{path.stem}", path)
             assert spec and spec.loader
             module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # as an import would: dataclasses look their module up there
             try:
                 spec.loader.exec_module(module)
             except Exception as exc:
+                sys.modules.pop(spec.name, None)
                 self.load_errors.append(f"plugin file {path} failed to load: {exc}")
                 continue
             self._register(module, path.stem, (str(folder), "-"))
@@ -156,6 +160,11 @@ class Registry:
                             f"two plugins register the {kind} {name!r}: {other.plugin!r} ({other.distribution}) "
                             f"and {impl.plugin_name!r} ({dist})"
                         )
+                    if kind == "generator":
+                        try:
+                            cls.check_declaration()
+                        except ValueError as exc:
+                            raise PluginError(f"plugin {impl.plugin_name!r}: generator {name!r}: {exc}") from None
                     entries[kind][name] = Entry(kind, name, cls, impl.plugin_name, dist, version)
         self._entries = entries
         return entries
@@ -200,8 +209,44 @@ class Registry:
     def generator(self, name: str) -> api.Generator:
         return self.get("generator", name)()
 
+    def describe(self, name: str, kind: str | None = None) -> dict[str, Any]:
+        """Everything `fsbench plugins show NAME` prints: origin, and each option with its type,
+        default and meaning (a generator: stages, presets, config and sampling options)."""
+        from fsbench.options import describe
+
+        found = [e for e in self.entries(kind) if e.name == name]
+        if not found:
+            if kind:
+                self.get(kind, name)  # raises, with "did you mean"
+            raise UsageError(f"no plugin item called {name!r} (see `fsbench plugins`)")
+        if len(found) > 1:
+            kinds = ", ".join(e.kind for e in found)
+            raise UsageError(f"{name!r} names a {kinds}: pass --kind")
+        e = found[0]
+        out: dict[str, Any] = {"kind": e.kind, "name": e.name, "plugin": e.plugin, "distribution": e.distribution,
+                               "version": e.version, "description": e.cls.description}
+        cls = e.cls
+        if e.kind == "generator":
+            out["stages"] = [{"name": s.name, "needs": list(s.needs), "description": s.description} for s in cls.stages]
+            out["presets"] = {k: dict(v) for k, v in cls.presets.items()}
+            out["config"] = describe(cls.Config)
+            out["sample_options"] = describe(cls.SampleOptions)
+        elif getattr(cls, "Options", None) is not None:
+            out["options"] = describe(cls.Options)
+        return out
+
     def add_commands(self, cli: Any) -> None:
-        self.pm.hook.fsbench_register_commands(cli=cli)
+        """Each plugin's commands, through the `Commands` facade; a plugin that fails here is
+        named in one line and the others' commands still load."""
+        from fsbench.commands import Commands
+
+        for impl in self.pm.hook.fsbench_register_commands.get_hookimpls():
+            try:
+                impl.function(commands=Commands(cli, impl.plugin_name))
+            except PluginError as exc:
+                self.load_errors.append(str(exc))
+            except Exception as exc:  # a broken plugin must not break fsbench
+                self.load_errors.append(f"plugin {impl.plugin_name!r} failed to add its commands: {exc}")
 
 
 _registry: Registry | None = None

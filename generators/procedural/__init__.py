@@ -23,6 +23,7 @@ The module is cheap to import: numpy and PIL are loaded only when something is r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,35 @@ import click
 
 import fsbench
 from fsbench.api import Generator
+from fsbench.options import opt, parse
+from generators.procedural.params import Strengths
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The world's image format, shared by every image of a procedural dataset (its `Config`)."""
+
+    size: int = opt(112, "image side in pixels (256 for SegTex)", min=32, max=512)
+    masks: bool = opt(True, "write masks/ and regions/ (SegTex trains on them)")
+    region_size: int = opt(64, "side of the region crops in pixels", min=8, max=512)
+    first_id: int = opt(0, "index of the first identity (one seed's worlds share identities)", min=0)
+
+
+@dataclass(frozen=True)
+class MakeOptions:
+    """`Procedural.make`'s own options; any other ``-o`` key is a nuisance strength.
+
+    Sizes carry no range here: `make.check_options` refuses them naming the CLI flag.
+    """
+
+    size: int = opt(112, "image side in pixels (32 to 512; 256 for SegTex)")
+    masks: bool = opt(True, "write masks/ and regions/")
+    region_size: int = opt(64, "side of the region crops in pixels (>= 8)")
+    resume: bool = opt(False, "continue an interrupted or finished dataset")
+    overwrite: bool = opt(False, "replace an existing dataset")
+    benchmark: bool = opt(False, "also write lfw_like, cfp_fp_like, agedb_like pairs")
+    bench_pairs: int = opt(6000, "pairs per benchmark (a multiple of 20)")
+    workers: int | None = opt(None, "render processes (none: up to 2; 0 or 1: in this process)", min=0)
 
 
 class Procedural(Generator):
@@ -37,13 +67,19 @@ class Procedural(Generator):
 
     name = "procedural"
     description = "Embedded procedural face world (no training; masks, regions, benchmarks)."
-    needs_training = False
-    presets = {
-        "tiny": {"n_ids": 50, "per_id": 10, "size": 112, "masks": True, "region_size": 64, "bench_pairs": 600},
-        "paper": {"n_ids": 10_000, "per_id": 50, "size": 112, "masks": True, "region_size": 64, "bench_pairs": 6000},
-    }
+    Config = WorldConfig
+    SampleOptions = Strengths  # -o yaw_sd=4 -o profile_p=0 ...: the nuisance strengths
+    # The world's format is the same at every scale (the scale is --ids / --per-id): tiny is
+    # `fsbench data make procedural`'s 50 x 10, paper CASIA-WebFace's 10,000 x 50.
+    presets = {"tiny": {}, "paper": {}}
+    embedded_world = True
 
-    def sample(
+    def sampler(self, run: Any, config: WorldConfig, options: Strengths) -> Any:
+        from generators.procedural.sampler import ProceduralSampler
+
+        return ProceduralSampler(config, options)
+
+    def make(
         self,
         run_dir: Path | None = None,
         n_ids: int = 50,
@@ -61,32 +97,24 @@ class Procedural(Generator):
         workers: int | None = None,
         **strengths: Any,
     ):
-        """Write the dataset (resumable); extra keyword options override nuisance strengths."""
+        """Write a world (resumable) in worker processes, with benchmarks on request: what
+        `fsbench data make procedural` runs. Extra keyword options override nuisance strengths.
+
+        Options may arrive as strings (``-o masks=false``): `MakeOptions` converts them.
+        """
         from fsbench.errors import UsageError
         from generators.procedural.make import make_dataset, with_strengths
 
         if out_dir is None:
             raise UsageError("procedural: an output folder (--out) is required")
+        given = {"size": size, "masks": masks, "region_size": region_size, "resume": resume, "overwrite": overwrite,
+                 "benchmark": benchmark, "bench_pairs": bench_pairs, "workers": workers}
+        o = parse(MakeOptions, given, where="procedural")
         return make_dataset(
-            Path(out_dir), n_ids=int(n_ids), per_id=int(per_id), seed=int(seed), size=int(size),
-            masks=_as_bool(masks), region_size=int(region_size), resume=_as_bool(resume),
-            overwrite=_as_bool(overwrite), benchmark=_as_bool(benchmark), bench_pairs=int(bench_pairs),
-            workers=None if workers is None else int(workers), strengths=with_strengths(**strengths),
+            Path(out_dir), n_ids=int(n_ids), per_id=int(per_id), seed=int(seed), size=o.size, masks=o.masks,
+            region_size=o.region_size, resume=o.resume, overwrite=o.overwrite, benchmark=o.benchmark,
+            bench_pairs=o.bench_pairs, workers=o.workers, strengths=with_strengths(**strengths),
         )
-
-
-def _as_bool(value: Any) -> bool:
-    """`-o masks=false` arrives as a string."""
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        from fsbench.errors import UsageError
-
-        raise UsageError(f"procedural: expected true/false, got {value!r}")
-    return bool(value)
 
 
 @click.command("procedural")
@@ -115,7 +143,7 @@ def make_procedural_cmd(out_dir: Path, n_ids: int, per_id: int, size: int, seed:
     from fsbench import ui
 
     t0 = time.perf_counter()
-    ds = Procedural().sample(None, n_ids, per_id, out_dir, seed, size=size, masks=masks, resume=resume,
+    ds = Procedural().make(None, n_ids, per_id, out_dir, seed, size=size, masks=masks, resume=resume,
                              overwrite=overwrite, benchmark=benchmark, bench_pairs=bench_pairs, workers=workers)
     seconds = time.perf_counter() - t0
     result: dict[str, Any] = {
@@ -135,5 +163,5 @@ def fsbench_register_generators():
 
 
 @fsbench.hookimpl
-def fsbench_register_commands(cli):
-    cli.commands["data"].commands["make"].add_command(make_procedural_cmd)
+def fsbench_register_commands(commands):
+    commands.add(make_procedural_cmd, under="data make")

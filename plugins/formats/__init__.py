@@ -91,5 +91,5 @@ def fsbench_register_formats():
 
 
 @fsbench.hookimpl
-def fsbench_register_commands(cli):
-    cli.commands["data"].add_command(convert_cmd)
+def fsbench_register_commands(commands):
+    commands.add(convert_cmd, under="data")

@@ -11,10 +11,10 @@ import fsbench
 
 
 @fsbench.hookimpl
-def fsbench_register_commands(cli):
-    from plugins.fr.commands import benchmark_classify_cmd, benchmark_fr_cmd, benchmark_group, fr_group
+def fsbench_register_commands(commands):
+    from plugins.fr.commands import benchmark_classify_cmd, benchmark_fr_cmd, fr_group
 
-    cli.add_command(fr_group)
-    group = benchmark_group(cli)
-    group.add_command(benchmark_fr_cmd)
-    group.add_command(benchmark_classify_cmd)
+    commands.add(fr_group)
+    commands.group("benchmark", "Benchmarks that train models on a dataset: gap-to-real, classification.")
+    commands.add(benchmark_fr_cmd, under="benchmark")
+    commands.add(benchmark_classify_cmd, under="benchmark")

@@ -21,9 +21,9 @@ PRESETS = ("tiny", "casia", "segtex")  # fsbench.train.fr.FR_PRESETS, listed wit
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict[str, str]:
-    from fsbench.train.config import parse_overrides
+    from fsbench.options import parse_pairs
 
-    return parse_overrides(pairs)
+    return parse_pairs(pairs)
 
 
 def _work_dir(out: Path | None) -> contextlib.AbstractContextManager[Path]:
@@ -174,18 +174,3 @@ def benchmark_classify_cmd(data_dirs, preset, overrides, train_per_id, out_dir, 
                      ["dataset", "ids", "train", "val", "ids w/o val", "accuracy (%)"], rows)
     ui.emit({"train_per_id": train_per_id, "preset": preset, "rows": results}, as_json=as_json, table=table)
 
-
-def benchmark_group(cli: click.Group) -> click.Group:
-    """The shared `fsbench benchmark` group (made here if no other plugin made it first)."""
-    group = cli.commands.get("benchmark")
-    if group is None:
-        from fsbench.cli import FsbenchGroup
-
-        @click.group("benchmark", cls=FsbenchGroup)
-        def group() -> None:
-            """Benchmarks that train models on a dataset: gap-to-real, classification."""
-
-        cli.add_command(group)
-    if not isinstance(group, click.Group):
-        raise UsageError("another plugin registered `benchmark` as a command, not a group")
-    return group

@@ -1,10 +1,11 @@
 """Face verification on benchmark pairs (LFW, CFP-FP, AgeDB-30...), as insightface measures it.
 
-Three ways in, one protocol (`_verification_core`):
+Three ways in, one protocol (`fsbench.verification`, the core's: other plugins use it too):
 
 - ``fsbench verify --bench lfw.bin --embedder iresnet:backbone.pth`` on the command line;
 - the ``verification`` metric of ``fsbench evaluate --bench a.bin --bench b.bin``;
-- `verify_embedder(embedder, pairset)` from Python (FR training calls it after each run).
+- `fsbench.verification.verify_embedder(embedder, pairset)` from Python (FR training calls it
+  after each run).
 
 Preprocessing follows insightface's evaluation: images decoded to RGB; resized so the short
 side is 112 (area interpolation, OpenCV INTER_AREA as MXNet's ``resize_short``) only when
@@ -14,114 +15,23 @@ default) an image's embedding is embed(image) + embed(mirrored image), L2-normal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
 import fsbench
-from fsbench.api import Embedder, Metric, MetricResult
-from fsbench.errors import MetricError, UsageError
-from plugins.metrics._verification_core import VerificationResult, evaluate_pairs
+from fsbench.api import Metric, MetricResult
+from fsbench.errors import UsageError
+from fsbench.options import as_dict, opt, parse
+from fsbench.verification import verify_embedder
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fsbench.data.pairs import PairSet
     from fsbench.evaluation import EvalContext
 
-__all__ = ["VerificationMetric", "embed_pairset", "prepare_image", "verify_embedder", "verify_cmd"]
-
-EVAL_SIDE = 112  # insightface's evaluation image size
-
-
-def prepare_image(image: np.ndarray, side: int = EVAL_SIDE) -> np.ndarray:
-    """Short side to `side` with area interpolation, only when the width differs (as insightface)."""
-    h, w = image.shape[:2]
-    if w == side:
-        return image
-    import cv2
-
-    # MXNet's resize_short: the short side becomes `side`, the other scales by integer division
-    new_h, new_w = (side * h // w, side) if h > w else (side, side * w // h)
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-
-
-def _name(embedder: object) -> str:
-    return getattr(embedder, "name", type(embedder).__name__)
-
-
-def _embed_group(embedder: Embedder, images: np.ndarray, flip: bool) -> tuple[np.ndarray, int]:
-    """(n, H, W, 3) one-size uint8 -> ((n, D) float32 summed over flips, failures)."""
-    n = len(images)
-    batch = np.concatenate([images, images[:, :, ::-1]]) if flip else images  # (2n or n, H, W, 3)
-    out = np.asarray(embedder.embed(np.ascontiguousarray(batch)), dtype=np.float32)
-    if out.ndim != 2 or out.shape[0] != len(batch):
-        raise MetricError(f"embedder {_name(embedder)!r} returned shape {out.shape} for {len(batch)} images")
-    failures = len(getattr(embedder, "failures", dict)())
-    if flip:
-        out = out[:n] + out[n:]
-    return out, failures
-
-
-def embed_pairset(embedder: Embedder, pairset: PairSet, flip: bool = True,
-                  batch_size: int | None = None) -> tuple[np.ndarray, int]:
-    """Embeddings (M, D) float32, L2-normalised, of the pair set's M distinct images, and the
-    number of embedder calls' rows that held no real embedding (say, no face found)."""
-    from sklearn.preprocessing import normalize
-
-    from fsbench import ui
-
-    batch_size = int(batch_size or getattr(embedder, "batch_size", 64))
-    m = len(pairset.images)
-    vectors: np.ndarray | None = None
-    failures = 0
-    with ui.progress() as bar:
-        task = bar.add_task(f"verify {pairset.name} ({_name(embedder)})", total=m, rate="")
-        for start in range(0, m, batch_size):
-            idx = np.arange(start, min(start + batch_size, m))
-            images = [prepare_image(pairset.load(int(i))) for i in idx]
-            by_shape: dict[tuple[int, ...], list[int]] = {}
-            for j, im in enumerate(images):
-                by_shape.setdefault(im.shape, []).append(j)
-            for rows in by_shape.values():  # embedders take one size per call
-                out, bad = _embed_group(embedder, np.stack([images[j] for j in rows]), flip)
-                if vectors is None:
-                    vectors = np.zeros((m, out.shape[1]), dtype=np.float32)
-                vectors[idx[rows]] = out
-                failures += bad
-            bar.update(task, advance=len(idx))
-    assert vectors is not None
-    return normalize(vectors).astype(np.float32), failures
-
-
-def verify_embedder(embedder: Embedder, pairset: PairSet, flip: bool = True, n_folds: int = 10,
-                    batch_size: int | None = None, far_target: float = 1e-3) -> VerificationResult:
-    """Embed a pair set's images with `embedder` and run the protocol on it.
-
-    The one entry point for Python callers (FR training evaluates each trained model with
-    it). `embedder` is an `Embedder` or anything with ``embed(uint8 NHWC) -> (N, D)``
-    (``name``, ``batch_size`` and ``failures()`` are used when present). `pairset` comes from `fsbench.data.pairs.open_pairs`. Raises MetricError when the
-    pairs cannot be split into `n_folds` folds.
-    """
-    vectors, failures = embed_pairset(embedder, pairset, flip=flip, batch_size=batch_size)
-    result = evaluate_pairs(vectors[pairset.index_a], vectors[pairset.index_b], pairset.issame,
-                            n_folds=n_folds, far_target=far_target, folds=pairset.folds)
-    if pairset.folds is not None:
-        result.notes.append(f"{pairset.source}: test folds taken from its 'fold' column ({result.folds} folds)")
-    if failures:
-        result.notes.append(f"{failures} embedder rows held no real embedding (e.g. no face found); "
-                            "they were scored as the embedder returned them")
-    result.notes.append("flip TTA: embed(x) + embed(mirror x)" if flip else "no flip TTA")
-    return result
-
-
-def _flag(value: object, option: str) -> bool:
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise UsageError(f"-o verification.{option}={value!r}: expected true or false")
+__all__ = ["VerificationMetric", "verify_cmd"]
 
 
 class VerificationMetric(Metric):
@@ -133,16 +43,18 @@ class VerificationMetric(Metric):
     higher_is_better = True
     primary = "mean"
 
-    def __init__(self, option: str | None = None, flip: object = True, folds: object = 10,
-                 root: str | None = None, batch_size: object = None) -> None:
-        super().__init__(option=option, flip=flip, folds=folds, root=root, batch_size=batch_size)
-        self.flip = _flag(flip, "flip")
-        try:
-            self.n_folds = int(folds)
-            self.batch_size = int(batch_size) if batch_size not in (None, "") else None
-        except ValueError:
-            raise UsageError("-o verification.folds / .batch_size must be integers") from None
-        self.root = Path(root) if root else None
+    @dataclass(frozen=True)
+    class Options:
+        flip: bool = opt(True, "add the mirrored image's embedding (insightface's flip TTA)")
+        folds: int = opt(10, "unshuffled folds of the protocol", min=1)
+        root: str | None = opt(None, "image folder for pairs.csv / LFW pairs.txt benchmarks")
+        batch_size: int | None = opt(None, "images per embedder call (none: the embedder's)", min=1)
+
+    def __init__(self, option: str | None = None, **options: Any) -> None:
+        o = parse(self.Options, options, where=f"metric {self.name!r}")
+        super().__init__(option=option, **as_dict(o))
+        self.flip, self.n_folds, self.batch_size = o.flip, o.folds, o.batch_size
+        self.root = Path(o.root) if o.root else None
 
     def compute(self, ctx: EvalContext) -> MetricResult:
         import pandas as pd
@@ -187,7 +99,9 @@ class VerificationMetric(Metric):
 @click.option("--lfw-pairs", "lfw_pairs", type=click.Path(path_type=Path),
               help="LFW's pairs.txt; images at ROOT/name/name_0001.jpg.")
 @click.option("--root", type=click.Path(path_type=Path), help="Image folder for --pairs / --lfw-pairs.")
-@click.option("--embedder", "embedder_spec", required=True, help="NAME[:OPTION], e.g. iresnet:backbone.pth.")
+@click.option("--embedder", "embedder_spec",
+              help="NAME[:OPTION], e.g. iresnet:backbone.pth. Default: $FSBENCH_EMBEDDER, the user config, "
+                   "else the judge for procedural-world benchmarks and dlib for others.")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Add the mirrored image's embedding.")
 @click.option("--folds", default=10, show_default=True, help="Unshuffled folds of the protocol.")
 @click.option("--batch-size", default=None, type=int, help="Images per embedder call (default: the embedder's).")
@@ -203,6 +117,7 @@ def verify_cmd(bench, pairs_csv, lfw_pairs, root, embedder_spec, flip, folds, ba
       fsbench verify --bench lfw.bin --embedder iresnet:backbone.pth
       fsbench verify --pairs pairs.csv --root faces --embedder dlib --json
       fsbench verify --lfw-pairs pairs.txt --root lfw --embedder dlib:aligned
+      fsbench verify --bench world/benchmarks/lfw_like/lfw_like.bin   # the default judge
     """
     from fsbench import ui
     from fsbench.data.pairs import read_bin_pairs, read_lfw_pairs, read_pairs_csv
@@ -224,7 +139,18 @@ def verify_cmd(bench, pairs_csv, lfw_pairs, root, embedder_spec, flip, folds, ba
         pairset = read_lfw_pairs(lfw_pairs, root)
     if folds < 1:
         raise UsageError(f"--folds must be at least 1, got {folds}")
+    if embedder_spec is None:  # the default judge, from the benchmark's lineage
+        from fsbench.judge import benchmark_info, default_embedder
+
+        lineage = benchmark_info(bench or pairs_csv) or (benchmark_info(root) if root is not None else None)
+        embedder_spec, reason = default_embedder(lineage)
+    else:
+        reason = "--embedder"
     embedder = get_registry().embedder(embedder_spec)
+    judge = {"spec": embedder_spec, "name": embedder.name, "weights_id": embedder.weights_id(), "reason": reason}
+    if not as_json or reason != "--embedder":
+        ui.err.print(f"judge: {embedder_spec} (weights {judge['weights_id']}): {reason}",
+                     soft_wrap=True, markup=False, highlight=False)
     res = verify_embedder(embedder, pairset, flip=flip, n_folds=folds, batch_size=batch_size)
     payload = {
         **res.to_json(),
@@ -232,10 +158,11 @@ def verify_cmd(bench, pairs_csv, lfw_pairs, root, embedder_spec, flip, folds, ba
         "name": pairset.name,
         "embedder": embedder_spec,
         "space": embedder.cache_key(),
+        "judge": judge,
         "flip": flip,
     }
     table = ui.table(
-        f"verification on {pairset.name} ({res.pairs} pairs, {res.folds} folds, {embedder_spec}"
+        f"verification on {pairset.name} ({res.pairs} pairs, {res.folds} folds, {embedder_spec} {judge['weights_id']}"
         f"{', flip' if flip else ''})",
         ["accuracy", "std", "TAR@FAR=1e-3", "FAR", "TAR@FAR=1e-4", "AUC", "threshold (mean)"],
         [[res.accuracy, res.std, res.tar_at_far, res.far, res.tar_at_far_1e4, res.auc,
@@ -256,5 +183,5 @@ def fsbench_register_metrics():
 
 
 @fsbench.hookimpl
-def fsbench_register_commands(cli):
-    cli.add_command(verify_cmd)
+def fsbench_register_commands(commands):
+    commands.add(verify_cmd)

@@ -1,0 +1,5 @@
+"""`python -m fsbench ...` (and `torchrun -m fsbench train ...`) run the command line."""
+
+from fsbench.cli import main
+
+main()
