@@ -407,3 +407,9 @@ class DatasetFormat(Plugin):
         from fsbench.errors import UsageError
 
         raise UsageError(f"format {self.name!r} cannot be written")
+
+    def outputs(self, path: Path) -> list[Path]:
+        """Every file `write(dataset, path)` creates or replaces, the main one first: `convert`
+        refuses to replace any that exists without --overwrite, and with --overwrite unless
+        the main one exists (a set this format wrote, not somebody else's files)."""
+        return [Path(path)]

@@ -2,11 +2,16 @@
 
 No logic of its own lives here. Plugins add commands through `fsbench_register_commands`
 (`fsbench data make procedural`, `fsbench verify`, `fsbench fid` come from plugins).
-Expected mistakes (`fsbench.errors.FsbenchError`) print one line on stderr and exit 2.
+Expected mistakes (`fsbench.errors.FsbenchError`), file-system errors (a read-only or full
+disk, an `--out` that is a file: any OSError) and click's usage errors print one line on
+stderr and exit 2; with `--json` on the command line, stdout gets exactly one JSON object
+``{"error": ..., "exit_code": 2}`` as well. Any other exception is a bug: its traceback stays.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,17 +23,99 @@ from fsbench import ui
 from fsbench.errors import FsbenchError, UsageError
 
 EPILOG_WIDTH = 100
+SHEET_MAX = 1000  # rows or columns of a contact sheet (`data show`)
+
+
+_JSON_META = "fsbench.json"  # ctx.meta key: was --json on the command line?
+_OUTPUT_OPTIONS = ("--out", "--run", "--run-dir", "--cache-dir")  # named when an OSError names no file
+
+
+def _wants_json(args: list[str]) -> bool:
+    """`--json` among the options (before a `--`): set before parsing, so that even a wrong
+    option value or a missing option answers with one JSON object."""
+    for a in args:
+        if a == "--":
+            return False
+        if a == "--json":
+            return True
+    return False
+
+
+def _option_value(args: list[str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first of `names` given on the command line, with its value (``--out X``, ``--out=X``)."""
+    for i, a in enumerate(args):
+        if a == "--":
+            break
+        name, eq, value = a.partition("=")
+        if name in names:
+            if eq:
+                return name, value
+            if i + 1 < len(args):
+                return name, args[i + 1]
+    return None
+
+
+def os_error_message(exc: OSError, args: list[str] | None = None) -> str:
+    """`<path>: <reason>` for an OSError. A write to a full disk names no file (``os.write``
+    on a descriptor): then the output option of the command line is named instead."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    if exc.filename is not None:
+        where = os.fsdecode(exc.filename)
+        if isinstance(exc, FileExistsError) and not os.path.isdir(where):
+            reason += ", and is not a folder"  # `--out FILE` where a folder is made
+        if exc.filename2 is not None:
+            where += f" -> {os.fsdecode(exc.filename2)}"
+        return f"{where}: {reason}"
+    given = _option_value(args or [], _OUTPUT_OPTIONS)
+    if given is not None:
+        return f"{given[0]} {given[1]}: {reason}"
+    return reason
+
+
+def fail(ctx: click.Context, message: str, exit_code: int = 2) -> None:
+    """The one way a command fails: `error: <message>` on stderr (printed literally: no rich
+    markup or emoji codes in file names), the JSON object on stdout under --json, exit code."""
+    ui.error(message)
+    if ctx.meta.get(_JSON_META):
+        print(ui.dumps({"error": message, "exit_code": exit_code}), flush=True)
+    ctx.exit(exit_code)
+
+
+def _usage_message(exc: click.ClickException) -> str:
+    message = exc.format_message()
+    sub = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and sub is not None:
+        message += f" (see `{sub.command_path} --help`)"
+    return message
 
 
 class FsbenchGroup(click.Group):
-    """A click group that reports FsbenchError as `error: <message>` and exit code 2."""
+    """A click group that reports expected failures as `error: <message>` and exit code 2:
+    FsbenchError, OSError (a file-system error: read-only, full disk, a file where a folder
+    should be) and click's usage errors, each in one line. Other exceptions are bugs and
+    keep their traceback."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            ctx.meta[_JSON_META] = _wants_json(list(args))
+            ctx.meta["fsbench.args"] = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:  # `fsbench --bogus`: before any sub-command
+            fail(ctx, _usage_message(exc), 2)
+            raise  # pragma: no cover - fail() exits
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except FsbenchError as exc:
-            ui.err.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
-            ctx.exit(exc.exit_code)
+            fail(ctx, str(exc), exc.exit_code)
+        except click.ClickException as exc:
+            fail(ctx, _usage_message(exc), 2)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # `fsbench ... | head`: click quiets it
+                raise
+            fail(ctx, os_error_message(exc, ctx.meta.get("fsbench.args")), 2)
 
 
 def parse_overrides(pairs: tuple[str, ...], option: str = "-o") -> dict[str, str]:
@@ -151,18 +238,28 @@ def data_make_cmd() -> None:
 def data_info_cmd(root: Path, skip_bad: bool, as_json: bool) -> None:
     """Check a dataset folder and describe it (identities, images, size, fingerprint).
 
+    Every image is decoded completely, and every item's companion files (masks, regions)
+    must exist; a problem is one line naming the file and exit code 2, or with --skip-bad
+    a list of what was left out.
+
     \b
     Example:
       fsbench data info world --json
     """
     from fsbench.data import FaceDataset
+    from fsbench.data.check import decode_all, missing_aux
+    from fsbench.errors import DatasetError
 
     ds = FaceDataset.open(root, skip_bad=skip_bad)
+    decode_all(ds)  # truncated files pass a header check: decode everything once
+    missing = missing_aux(ds)
+    if missing and not skip_bad:
+        aux, item = missing[0]
+        more = f"; {len(missing)} companion files are missing in all (--skip-bad lists them)" if len(missing) > 1 else ""
+        raise DatasetError(root / aux, f"missing: the companion file of {item}{more}")
     info = ds.describe()
-    if skip_bad:
-        for _ in ds.batches():  # decode everything once so truncated files are found too
-            pass
-        info["skipped"] = [list(s) for s in ds.skipped]
+    info["skipped"] = [list(s) for s in ds.skipped]
+    info["missing_aux"] = [[aux, item] for aux, item in missing]
     counts = info["images_per_identity"]
     table = ui.table(
         f"dataset {root}",
@@ -173,15 +270,50 @@ def data_info_cmd(root: Path, skip_bad: bool, as_json: bool) -> None:
     ui.emit(info, as_json=as_json, table=table)
     for path, reason in info["skipped"]:
         ui.warn(f"skipped {root / path}: {reason}")
+    for aux, item in missing:
+        ui.warn(f"missing {root / aux}: the companion file of {item}")
+
+
+@data_cmd.command("pairs")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="pairs.csv to write.")
+@click.option("--pairs", "n_pairs", default=6000, show_default=True, type=int,
+              help="Pairs in all: half genuine, half impostor, a multiple of 20.")
+@click.option("--folds", default=10, show_default=True, type=click.IntRange(2, 100), help="Identity-disjoint folds.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@json_option
+def data_pairs_cmd(root: Path, out: Path, n_pairs: int, folds: int, seed: int, as_json: bool) -> None:
+    """Verification pairs (LFW-style folds) over any dataset, for `fsbench verify --pairs`.
+
+    \b
+    Example:
+      fsbench data pairs syn --out syn-pairs.csv --pairs 6000
+      fsbench verify --pairs syn-pairs.csv --root syn
+    """
+    from fsbench.data import FaceDataset
+    from fsbench.data.pairs import make_pairs
+    from fsbench.data.writer import write_csv
+
+    ds = FaceDataset.open(root)
+    rows = make_pairs(ds, n_pairs, seed, folds)
+    tmp = out.with_name(f".{out.name}.tmp")
+    write_csv(tmp, rows)
+    tmp.replace(out)
+    info = {"out": str(out), "pairs": len(rows), "genuine": sum(r["same"] for r in rows), "folds": folds,
+            "identities": ds.num_identities, "seed": seed}
+    ui.emit(info, as_json=as_json, table=ui.table(f"pairs of {root}", list(info), [list(info.values())]))
 
 
 @data_cmd.command("show")
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
-@click.option("--ids", default=8, show_default=True, help="Identities (rows).")
-@click.option("--per-id", default=8, show_default=True, help="Images per identity (columns).")
+@click.option("--ids", default=8, show_default=True, type=click.IntRange(1, SHEET_MAX),
+              help=f"Identities (rows, 1 to {SHEET_MAX}; at most what the dataset has).")
+@click.option("--per-id", default=8, show_default=True, type=click.IntRange(1, SHEET_MAX),
+              help=f"Images per identity (columns, 1 to {SHEET_MAX}; at most what the dataset has).")
 @click.option("--masks", is_flag=True, help="Overlay segmentation masks (datasets with masks/).")
-def data_show_cmd(root: Path, out: Path, ids: int, per_id: int, masks: bool) -> None:
+@json_option
+def data_show_cmd(root: Path, out: Path, ids: int, per_id: int, masks: bool, as_json: bool) -> None:
     """Draw a contact sheet: identities in rows, their images in columns.
 
     \b
@@ -191,8 +323,14 @@ def data_show_cmd(root: Path, out: Path, ids: int, per_id: int, masks: bool) -> 
     from fsbench.data import FaceDataset
     from fsbench.report.contact_sheet import contact_sheet
 
-    path = contact_sheet(FaceDataset.open(root), out, n_ids=ids, per_id=per_id, overlay_masks=masks)
-    ui.out.print(f"wrote {path}")
+    ds = FaceDataset.open(root)
+    # the sheet is allocated whole: never wider or taller than the dataset can fill
+    ids, per_id = min(ids, ds.num_identities), min(per_id, int(ds.counts().max()))
+    path = contact_sheet(ds, out, n_ids=ids, per_id=per_id, overlay_masks=masks)
+    if as_json:
+        ui.emit({"out": str(path)}, as_json=True)
+    else:
+        ui.out.print(f"wrote {path}", soft_wrap=True, markup=False)
 
 
 # --------------------------------------------------------------------------- generators
@@ -260,6 +398,26 @@ def runs_show_cmd(run_dir: Path, as_json: bool) -> None:
     _show_run(info, as_json)
     if not as_json:
         ui.out.print("config: " + ", ".join(f"{k}={v}" for k, v in info["config"].items()), soft_wrap=True)
+
+
+@runs_cmd.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the exported run.")
+@click.option("--note", default="", help="The commands that made the run, for its recipe.json.")
+@json_option
+def runs_export_cmd(run_dir: Path, out: Path, note: str, as_json: bool) -> None:
+    """Export a finished run with weights only (no optimizer state): what a plugin ships.
+
+    \b
+    Example:
+      fsbench runs export runs/vig --out generators/vigface/embedded --note "fsbench train vigface ..."
+    """
+    from fsbench.runs import export_run
+
+    recipe = export_run(run_dir, out, note)
+    rows = [[name, s["steps"], s["wall_s"], s["bytes"], s["checkpoint_sha256"][:12]] for name, s in recipe["stages"].items()]
+    ui.emit(recipe, as_json=as_json, table=ui.table(f"exported {run_dir} -> {out}",
+                                                    ["stage", "steps", "wall s", "bytes", "sha256"], rows))
 
 
 @cli.command("sample")
@@ -356,6 +514,36 @@ def evaluate_cmd(dataset_dir, generator, run_dir, ids, per_id, reference_dir, me
         ui.out.print(f"saved {result.out_dir}/metrics.json")
 
 
+@cli.command("sweep")
+@click.argument("generator")
+@click.option("--vary", required=True, metavar="KEY=V1,V2,...", help="The sampling option to vary and its values.")
+@click.option("--run", "--run-dir", "run_dir", type=click.Path(path_type=Path), help="Trained run (default: embedded).")
+@click.option("--ids", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--per-id", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--metrics", "metric_specs", default="iou", show_default=True)
+@click.option("--reference", "reference_dir", type=click.Path(path_type=Path), help="Real set (iou needs one).")
+@click.option("--embedder", help="Face embedder (default: the judge for embedded-world data, else dlib).")
+@click.option("-o", "options", multiple=True, metavar="KEY=VALUE", help="A sampling option held fixed.")
+@click.option("--out", "out_dir", default=Path("sweep"), show_default=True, type=click.Path(path_type=Path))
+@json_option
+def sweep_cmd(generator, vary, run_dir, ids, per_id, seed, metric_specs, reference_dir, embedder, options, out_dir,
+              as_json) -> None:
+    """Vary one sampling option and score each sample set: VIGFace's Table 1 with guidance and iou.
+
+    \b
+    Example:
+      fsbench sweep vigface --vary guidance=0.5,1,1.5,2,2.5,3 --reference world --metrics iou
+    """
+    from fsbench.sweep import sweep
+
+    res = sweep(generator, vary, run_dir=run_dir, ids=ids, per_id=per_id, seed=seed, metrics=metric_specs,
+                reference=reference_dir, embedder=embedder, options=parse_overrides(options), out=out_dir)
+    title = f"{generator}: {res['vary']} sweep ({ids} ids x {per_id}, judge {(res['judge'] or {}).get('spec')})"
+    rows = [[name, *vals.values()] for name, vals in res["table"].items()]
+    ui.emit(res, as_json=as_json, table=ui.table(title, [res["vary"], *res["values"]], rows))
+
+
 @cli.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
@@ -423,7 +611,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         group = get_cli()
     except FsbenchError as exc:  # a broken plugin set-up: say which, no traceback
-        ui.err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        ui.error(str(exc))
+        if _wants_json(sys.argv[1:] if argv is None else list(argv)):
+            print(ui.dumps({"error": str(exc), "exit_code": exc.exit_code}), flush=True)
         sys.exit(exc.exit_code)
     group.main(args=argv, prog_name="fsbench")
 

@@ -3,7 +3,7 @@
 Embedding a dataset is the expensive step of every evaluation, and several metrics want the
 same embeddings (cst, sep, iou all use the face embedder), so the context computes them once
 per run and keeps them on disk keyed by everything that changes them: the dataset
-fingerprint (paths, sizes, mtimes, labels) and the embedder's cache key (name, option,
+fingerprint (paths, labels and the sha256 of every image's bytes) and the embedder's cache key (name, option,
 weights hash). A second `fsbench evaluate` on the same folder does not embed again.
 """
 
@@ -35,12 +35,24 @@ def _safe(key: str) -> str:
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic: a killed run never leaves a half-written cache entry that a later run trusts."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomic: a killed run never leaves a half-written cache entry that a later run trusts.
+
+    The cache is optional: a read-only or full cache folder is a warning, and the
+    evaluation goes on with the arrays it has just computed."""
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        where = os.fsdecode(exc.filename) if exc.filename is not None else str(path.parent)
+        ui.warn(f"embedding cache not written: {where}: {exc.strerror or exc} (set --cache-dir or "
+                "$FSBENCH_CACHE to a writable folder to keep embeddings between runs)")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | None:

@@ -7,6 +7,14 @@ Plugins come from the ``fsbench`` entry-point group (fsbench's own built-ins inc
 
 Every registered class remembers which plugin gave it and from which distribution, so
 `fsbench plugins` can say where a metric came from and a name clash names both sides.
+
+A broken plugin never breaks the others. A plugin that fails to import, implements an
+unknown hook, or raises in a ``register`` hook is left out and named in one line of
+`load_errors` (listed by `fsbench plugins`). A contract violation (an item of the wrong base
+class, an invalid name, two plugins registering one name, a bad generator declaration) is a
+load error too: the offending item is left out (for a clash, both sides), and using its name
+raises the PluginError naming both plugins, so only a command that needs it fails.
+`Registry.check()` raises the first of these problems, for plugin authors' tests.
 """
 
 from __future__ import annotations
@@ -56,13 +64,27 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self._origin: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
         self._entries: dict[str, dict[str, Entry]] | None = None
-        self.load_errors: list[str] = []
+        self._load_errors: list[str] = []  # found while loading (import, hooks, commands)
+        self._collect_errors: list[str] = []  # found while collecting items (hooks, contracts)
+        self._broken: dict[tuple[str, str], str] = {}  # (kind, name) -> why that name is unusable
         if entry_points:
             self._load_entry_points()
         plugins_dir = plugins_dir or os.environ.get("FSBENCH_PLUGINS_DIR")
         if plugins_dir:
             self._load_plugins_dir(Path(plugins_dir))
-        self._check()
+        for _ in range(len(self.pm.get_plugins()) + 1):  # a plugin with a misspelled hook is left out, and named
+            try:
+                self._check()
+                break
+            except PluginError as exc:
+                self._load_errors.append(str(exc))
+
+    @property
+    def load_errors(self) -> list[str]:
+        """One line per plugin left out or item refused, naming the plugin (and both sides of
+        a clash); collecting the items first so that hook failures are listed too."""
+        self._collect()
+        return [*self._load_errors, *self._collect_errors]
 
     # ------------------------------------------------------------------ loading
 
@@ -81,9 +103,12 @@ class Registry:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break fsbench
-                self.load_errors.append(f"plugin {ep.name!r} from {origin[0]} failed to load: {exc}")
+                self._load_errors.append(f"plugin {ep.name!r} from {origin[0]} failed to load: {exc}")
                 continue
-            self._register(module, ep.name, origin)
+            try:
+                self._register(module, ep.name, origin)
+            except PluginError as exc:
+                self._load_errors.append(str(exc))
 
     def _load_plugins_dir(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -97,9 +122,12 @@ class Registry:
                 spec.loader.exec_module(module)
             except Exception as exc:
                 sys.modules.pop(spec.name, None)
-                self.load_errors.append(f"plugin file {path} failed to load: {exc}")
+                self._load_errors.append(f"plugin file {path} failed to load: {exc}")
                 continue
-            self._register(module, path.stem, (str(folder), "-"))
+            try:
+                self._register(module, path.stem, (str(folder), "-"))
+            except PluginError as exc:
+                self._load_errors.append(str(exc))
 
     def _register(self, plugin: Any, name: str, origin: tuple[str, str]) -> None:
         if self.pm.has_plugin(name):
@@ -135,39 +163,56 @@ class Registry:
         if self._entries is not None:
             return self._entries
         entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        errors: list[str] = []
+        broken: dict[tuple[str, str], str] = {}
+
+        def refuse(kind: str, name: Any, message: str) -> None:
+            errors.append(message)
+            if isinstance(name, str):
+                broken.setdefault((kind, name), message)
+
         for kind, (hook_name, base) in KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 dist, version = self._origin.get(impl.plugin_name, ("?", "?"))
                 try:
-                    classes = impl.function() or []
-                except Exception as exc:
-                    raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc}") from exc
+                    classes = list(impl.function() or [])
+                except Exception as exc:  # this plugin's items are left out; the others load
+                    reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                    errors.append(f"plugin {impl.plugin_name!r} failed in {hook_name}: {reason}")
+                    continue
                 for cls in classes:
                     name = getattr(cls, "name", None)
                     if not (isinstance(cls, type) and issubclass(cls, base)):
-                        raise PluginError(
-                            f"plugin {impl.plugin_name!r} registered {cls!r} as a {kind}, "
-                            f"but it is not a subclass of fsbench.api.{base.__name__}"
-                        )
+                        refuse(kind, name, f"plugin {impl.plugin_name!r} registered {cls!r} as a {kind}, "
+                                           f"but it is not a subclass of fsbench.api.{base.__name__}")
+                        continue
                     if not isinstance(name, str) or not NAME_RE.match(name):
-                        raise PluginError(
-                            f"plugin {impl.plugin_name!r}: {kind} {cls.__name__} has an invalid name {name!r} "
-                            "(lower case letters, digits, '_', '.', '-')"
-                        )
-                    if name in entries[kind]:
-                        other = entries[kind][name]
-                        raise PluginError(
-                            f"two plugins register the {kind} {name!r}: {other.plugin!r} ({other.distribution}) "
-                            f"and {impl.plugin_name!r} ({dist})"
-                        )
+                        refuse(kind, name, f"plugin {impl.plugin_name!r}: {kind} {cls.__name__} has an invalid name "
+                                           f"{name!r} (lower case letters, digits, '_', '.', '-')")
+                        continue
+                    if (kind, name) in broken:  # a third claimant of a clashing name
+                        refuse(kind, name, f"plugin {impl.plugin_name!r} ({dist}) also registers the {kind} {name!r}")
+                        continue
+                    if name in entries[kind]:  # neither side wins: the name is unusable until one goes
+                        other = entries[kind].pop(name)
+                        refuse(kind, name, f"two plugins register the {kind} {name!r}: {other.plugin!r} "
+                                           f"({other.distribution}) and {impl.plugin_name!r} ({dist})")
+                        continue
                     if kind == "generator":
                         try:
                             cls.check_declaration()
                         except ValueError as exc:
-                            raise PluginError(f"plugin {impl.plugin_name!r}: generator {name!r}: {exc}") from None
+                            refuse(kind, name, f"plugin {impl.plugin_name!r}: generator {name!r}: {exc}")
+                            continue
                     entries[kind][name] = Entry(kind, name, cls, impl.plugin_name, dist, version)
-        self._entries = entries
+        self._entries, self._collect_errors, self._broken = entries, errors, broken
         return entries
+
+    def check(self) -> None:
+        """Raise the first problem of `load_errors` as a PluginError (strict: plugin tests, CI)."""
+        errors = self.load_errors
+        if errors:
+            raise PluginError(errors[0] + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
 
     def entries(self, kind: str | None = None) -> list[Entry]:
         collected = self._collect()
@@ -183,11 +228,15 @@ class Registry:
         found = self._collect()[kind].get(name)
         if found is not None:
             return found.cls
+        if (kind, name) in self._broken:  # a clash or a refused item: name the plugin(s)
+            raise PluginError(self._broken[kind, name])
         known = self.names(kind)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(known) if known else "none installed"
-        raise UsageError(f"unknown {kind} {name!r}{hint} (known: {listing})")
+        failed = self.load_errors
+        broken = f"; {len(failed)} plugin problem(s), see `fsbench plugins`" if failed else ""
+        raise UsageError(f"unknown {kind} {name!r}{hint} (known: {listing}{broken})")
 
     # ------------------------------------------------------------------ instances
 
@@ -244,9 +293,9 @@ class Registry:
             try:
                 impl.function(commands=Commands(cli, impl.plugin_name))
             except PluginError as exc:
-                self.load_errors.append(str(exc))
+                self._load_errors.append(str(exc))
             except Exception as exc:  # a broken plugin must not break fsbench
-                self.load_errors.append(f"plugin {impl.plugin_name!r} failed to add its commands: {exc}")
+                self._load_errors.append(f"plugin {impl.plugin_name!r} failed to add its commands: {exc}")
 
 
 _registry: Registry | None = None

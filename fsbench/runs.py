@@ -30,7 +30,7 @@ from fsbench.hashing import sha256_of
 from fsbench.judge import is_embedded_world
 from fsbench.options import parse, to_dict
 
-__all__ = ["Run", "StageContext", "describe_run", "open_run", "select_stages", "train_generator"]
+__all__ = ["Run", "StageContext", "describe_run", "export_run", "open_run", "select_stages", "train_generator"]
 
 RUN_INFO = "run.json"
 STATUS = "status.json"
@@ -163,6 +163,9 @@ def _open_or_create(run_dir: Path, generator: Generator, preset: str, config: An
     cfg = to_dict(config)
     if path.exists():
         run = Run.open(run_dir, generator)
+        if run.info.get("exported"):
+            raise UsageError(f"{run_dir}: an exported run (weights only) cannot be trained further; "
+                             f"train from {run.info.get('exported_from')} or a new --run folder")
         old = run.info.get("config", {})
         changed = sorted(k for k in cfg if k not in generator.resumable and old.get(k) != cfg[k])
         if changed:
@@ -198,7 +201,40 @@ def train_generator(
     on_step: Any = None,
     show_progress: bool = True,
 ) -> Run:
-    """Train (or resume) the selected stages of `generator` on `data` into `run_dir`."""
+    """Train (or resume) the selected stages of `generator` on `data` into `run_dir`.
+
+    One training per run folder: rank 0 holds ``<run>.lock`` (`fsbench.data.lock`) for the
+    whole call, so a second `fsbench train` on the folder is refused naming the first."""
+    with run_lock(run_dir):
+        return _train_generator(generator, data, run_dir, preset, overrides, stage=stage, until=until,
+                                on_step=on_step, show_progress=show_progress)
+
+
+def run_lock(run_dir: str | Path) -> Any:
+    """The lock of a run folder, held by rank 0 only (under torchrun the other ranks write
+    nothing rank 0 has not arranged, and a refused rank 0 ends the whole job)."""
+    import contextlib
+    import os
+
+    from fsbench.data.lock import folder_lock
+
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return folder_lock(run_dir)
+
+
+def _train_generator(
+    generator: Generator,
+    data: FaceDataset,
+    run_dir: str | Path,
+    preset: str = "tiny",
+    overrides: dict[str, Any] | None = None,
+    *,
+    stage: str | None = None,
+    until: str | None = None,
+    on_step: Any = None,
+    show_progress: bool = True,
+) -> Run:
     from fsbench.train import dist
     from fsbench.train.loop import TrainEnv, train_loop, write_json
 
@@ -303,3 +339,57 @@ def _last_line(path: Path) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             continue
     return None
+
+
+def export_run(root: str | Path, out: str | Path, note: str = "") -> dict[str, Any]:
+    """A finished run without what only training needs (optimizer, scheduler and scaler states,
+    RNGs): what a plugin ships as its embedded default. Sampling reads it as it reads the run;
+    training refuses it (``exported`` in run.json). Writes ``recipe.json`` beside it: the
+    data, config, per-stage steps, wall time and platform, the checkpoints' sha256 and `note`
+    (the commands that made it)."""
+    import shutil
+
+    import torch
+
+    from fsbench.train.loop import write_json
+
+    run = open_run(root)
+    out = Path(out)
+    for s in run.generator.stages:
+        run.require(s.name)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    stages = {}
+    for s in run.generator.stages:
+        src, dst = run.stage_dir(s.name), tmp / s.name
+        dst.mkdir()
+        state = torch.load(run.checkpoint(s.name), map_location="cpu", weights_only=True)
+        keep = {k: v for k, v in state.items() if k != "rng"}
+        keep["state"] = {k: v for k, v in state["state"].items() if k in ("modules", "ema", "tensors")}
+        torch.save(keep, dst / "checkpoint.pt")
+        for name in ("config.json", "metrics.jsonl"):
+            if (src / name).exists():
+                shutil.copyfile(src / name, dst / name)
+        status = {**(run.status(s.name) or {}), "checkpoint_sha256": sha256_of(dst / "checkpoint.pt"),
+                  "exported_from": run.checkpoint_hash(s.name)}
+        write_json(dst / STATUS, status)
+        cfg = _read_json(src / "config.json")
+        last = _last_line(src / "metrics.jsonl") or {}
+        stages[s.name] = {"steps": status["steps"], "wall_s": round(float(last.get("elapsed_s", float("nan"))), 1),
+                          "platform": cfg.get("platform"), "world_size": cfg.get("world_size"),
+                          "checkpoint_sha256": status["checkpoint_sha256"],
+                          "bytes": (dst / "checkpoint.pt").stat().st_size}
+    write_json(tmp / RUN_INFO, {**run.info, "exported": True, "exported_from": str(run.root)})
+    recipe = {"generator": run.generator.name, "preset": run.preset, "data": run.info.get("data"),
+              "data_fingerprint": run.info.get("data_fingerprint"), "config": run.info.get("config"),
+              "stages": stages, "commands": note}
+    write_json(tmp / "recipe.json", recipe)
+    if out.exists():
+        if not (out / RUN_INFO).exists():
+            shutil.rmtree(tmp)
+            raise UsageError(f"{out}: exists and is not an fsbench run; choose another --out")
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return recipe

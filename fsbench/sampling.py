@@ -49,6 +49,11 @@ class Shard:
     def journal(self) -> str:
         return f"journal-{self.index}-of-{self.count}.jsonl"
 
+    @property
+    def lock(self) -> str:
+        """Held while this shard writes: two processes never write one shard."""
+        return f"journal-{self.index}-of-{self.count}.lock"
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
@@ -148,10 +153,27 @@ def _prepare(out: Path, request: dict[str, Any], overwrite: bool) -> Path | None
             raise UsageError(f"{out}: holds a dataset sampled with other settings; pass --overwrite to replace it "
                              "or choose another --out")
     if overwrite and partial.exists():
+        _check_replaceable(partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     _claim_request(partial, request, out)
     return partial
+
+
+def _check_replaceable(partial: Path) -> None:
+    """--overwrite removes a .partial folder only when sampling made it and no shard is writing it."""
+    from fsbench.data.lock import live_holder
+
+    names = os.listdir(partial)
+    if names and REQUEST not in names and not any(n.startswith("journal-") for n in names):
+        raise UsageError(f"{partial}: not an unfinished fsbench sampling (no {REQUEST}); move it away, "
+                         "fsbench will not delete it")
+    for lock in sorted(partial.glob("journal-*.lock")):
+        holder = live_holder(lock)
+        if holder is not None:
+            raise UsageError(f"{partial}: shard {lock.stem.removeprefix('journal-').replace('-of-', '/')} is being "
+                             f"written by pid {holder.get('pid')} on {holder.get('host')} (`{holder.get('command')}`); "
+                             "wait for it before --overwrite")
 
 
 def _finalize(partial: Path, out: Path, rows: dict[str, dict[str, Any]], info: dict[str, Any]) -> bool:
@@ -175,6 +197,8 @@ def _finalize(partial: Path, out: Path, rows: dict[str, dict[str, Any]], info: d
     (partial / INFO_NAME).write_text(json.dumps(info, indent=2, default=str) + "\n")
     for name in [*partial.glob("journal-*.jsonl"), partial / REQUEST, partial / LOCK]:
         name.unlink()
+    for name in partial.glob("journal-*.lock"):  # shards that finished (or died): not part of the dataset
+        name.unlink(missing_ok=True)
     if out.exists():  # --overwrite: swap, then remove the old dataset
         old = out.with_name(out.name + f".old-{os.getpid()}")
         os.replace(out, old)
@@ -220,6 +244,9 @@ def sample_dataset(
     meta = {i.name: i.meta for i in identities}
     keys = keys_for(identities, request.per_id, request.seed)
     suffix = sampler.suffix
+    from fsbench.data.lock import FolderLock
+
+    shard_lock = FolderLock(f"{out} (shard {shard})", path=partial / shard.lock).acquire()
     done = _read_journals(partial)
     todo = [c for c in chunks(keys, request.batch_size, shard)
             if any(f"{k.identity}/{image_name(k, suffix)}" not in done for k in c)]
@@ -239,6 +266,7 @@ def sample_dataset(
             journal.flush()
     finally:
         journal.close()
+        shard_lock.release()
     rows = _read_journals(partial)
     if len(rows) < len(keys):
         if show_progress:

@@ -24,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 # Wide when piped (CI logs, files): rich would otherwise wrap tables at 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -110,5 +111,16 @@ def track(items: Iterable[T], description: str, total: int | None = None, every:
         bar.update(task, advance=pending)
 
 
+def _line(label: str, style: str, message: str) -> Text:
+    """`label: message` with the message taken literally: a file called ``x[/]``,
+    ``faces[v2]`` or ``pixels:zzz:`` must print as itself, not as rich markup or an emoji."""
+    return Text.assemble((f"{label}:", style), " ", str(message))
+
+
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    err.print(_line("warning", "yellow", message), soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def error(message: str) -> None:
+    """The one line of a failed command, on stderr."""
+    err.print(_line("error", "red", message), soft_wrap=True, markup=False, emoji=False, highlight=False)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fsbench.errors import MetricError
+from fsbench.errors import DatasetError, MetricError
 
 if TYPE_CHECKING:  # pragma: no cover
     from fsbench.api import Embedder
@@ -305,11 +305,21 @@ def evaluate_pairs(emb_a: np.ndarray, emb_b: np.ndarray, issame, n_folds: int = 
 EVAL_SIDE = 112  # insightface's evaluation image size
 
 
-def prepare_image(image: np.ndarray, side: int = EVAL_SIDE) -> np.ndarray:
-    """Short side to `side` with area interpolation, only when the width differs (as insightface)."""
+MAX_ASPECT = 16  # a face image is never 16 times wider than tall (or taller than wide)
+
+
+def prepare_image(image: np.ndarray, side: int = EVAL_SIDE, source: str = "image") -> np.ndarray:
+    """Short side to `side` with area interpolation, only when the width differs (as insightface).
+
+    A 1 x 16,000 image would become 112 x 1,792,000 pixels (600 MB, then the embedder's
+    float copies): beyond `MAX_ASPECT` the image is refused, naming `source`."""
     h, w = image.shape[:2]
     if w == side:
         return image
+    if max(h, w) > MAX_ASPECT * max(min(h, w), 1):
+        raise DatasetError(source, f"image is {w}x{h} pixels, more than {MAX_ASPECT} times longer one way "
+                                   f"than the other: not a face image (resizing its short side to {side} "
+                                   "would take gigabytes)")
     import cv2
 
     # MXNet's resize_short: the short side becomes `side`, the other scales by integer division
@@ -350,7 +360,7 @@ def embed_pairset(embedder: Embedder, pairset: PairSet, flip: bool = True,
         task = bar.add_task(f"verify {pairset.name} ({_name(embedder)})", total=m, rate="")
         for start in range(0, m, batch_size):
             idx = np.arange(start, min(start + batch_size, m))
-            images = [prepare_image(pairset.load(int(i))) for i in idx]
+            images = [prepare_image(pairset.load(int(i)), source=f"{pairset.source}[image {int(i)}]") for i in idx]
             by_shape: dict[tuple[int, ...], list[int]] = {}
             for j, im in enumerate(images):
                 by_shape.setdefault(im.shape, []).append(j)

@@ -46,12 +46,17 @@ def test_explicit_registration_and_lookup():
 
 
 def test_two_plugins_claiming_one_name_names_both():
+    """Neither side wins: the name is unusable (naming both), every other name still works."""
     reg = Registry(entry_points=False)
-    reg.register(_plugin(_metric_class("same")), name="first-plugin")
+    reg.register(_plugin(_metric_class("same"), _metric_class("other")), name="first-plugin")
     reg.register(_plugin(_metric_class("same")), name="second-plugin")
+    assert reg.names("metric") == ["other"]
     with pytest.raises(PluginError) as exc:
-        reg.names("metric")
+        reg.get("metric", "same")
     assert "first-plugin" in str(exc.value) and "second-plugin" in str(exc.value) and "'same'" in str(exc.value)
+    assert reg.load_errors == [str(exc.value)]
+    with pytest.raises(PluginError, match="first-plugin"):
+        reg.check()
 
 
 def test_two_plugins_with_one_plugin_name_is_refused():
@@ -79,8 +84,10 @@ def test_invalid_names_are_refused(bad):
     cls = _metric_class("x")
     cls.name = bad
     reg.register(_plugin(cls), name="bad")
+    assert reg.names("metric") == ["ok"]
+    assert len(reg.load_errors) == 1 and "plugin 'bad'" in reg.load_errors[0]
     with pytest.raises(PluginError, match="invalid name"):
-        reg.names("metric")
+        reg.check()
 
 
 def test_wrong_base_class_is_refused():
@@ -89,8 +96,9 @@ def test_wrong_base_class_is_refused():
 
     reg = Registry(entry_points=False)
     reg.register(_plugin(NotAMetric), name="wrong")
-    with pytest.raises(PluginError, match="not a subclass of fsbench.api.Metric"):
-        reg.names("metric")
+    assert reg.names("metric") == []
+    with pytest.raises(PluginError, match="plugin 'wrong'.*not a subclass of fsbench.api.Metric"):
+        reg.get("metric", "imposter")
 
 
 def test_misspelled_hook_fails_loudly():

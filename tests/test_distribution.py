@@ -15,6 +15,17 @@ from scipy.spatial.distance import cdist
 from fsbench.stats import RunningMoments
 from plugins.metrics._distribution_math import frechet_distance, kid, polynomial_mmd2, prdc
 
+
+@pytest.fixture(autouse=True)
+def _fresh_feature_memo():
+    """Features are memoised per process by (content fingerprint, space); tests that patch an
+    embedder's behaviour on datasets another test made with the same bytes must not share them."""
+    from plugins.metrics import _distribution_features
+
+    _distribution_features._memo.clear()
+    yield
+    _distribution_features._memo.clear()
+
 # --------------------------------------------------------------------------- naive references
 
 

@@ -297,8 +297,9 @@ def test_a_bad_generator_declaration_is_refused_at_registration():
     for cls, message in ((NoPaper, "presets lack paper"), (BadOrder, "not an earlier stage")):
         reg = Registry(entry_points=False)
         reg.register(types.SimpleNamespace(fsbench_register_generators=fsbench.hookimpl(lambda c=cls: [c])), name="p")
+        assert cls.name not in reg.names("generator")  # left out and named, never breaking the others
         with pytest.raises(PluginError, match=message):
-            reg.names("generator")
+            reg.get("generator", cls.name)
 
 
 def test_torchrun_trains_every_stage_and_its_ranks_sample_as_shards(trained, data, tmp_path):

@@ -12,8 +12,17 @@ Globals allowed, and why:
 - ``numpy.ndarray``, ``numpy.dtype`` and ``numpy(._)core.multiarray._reconstruct``: newer
   packs store each image as a 1-D uint8 array of JPEG bytes (protocols 2-4);
 - ``numpy(._)core.numeric._frombuffer``: the same arrays pickled with protocol 5;
+- ``numpy(._)core.multiarray.scalar``: numpy scalars, e.g. a list of ``np.bool_`` flags;
 - ``_codecs.encode``: how Python 3 spells a ``bytes`` object under pickle protocol 2
-  (``encode(text, 'latin1')``); it only converts text with a registered codec.
+  (``encode(text, 'latin1')``); it only converts text with a registered codec;
+- ``bytearray`` (``builtins`` or Python 2's ``__builtin__``): images some exporters store as
+  bytearrays (protocols 2-4 rebuild them with a call); only from text or bytes, never from a
+  size, so a pack cannot ask for a gigantic zeroed buffer.
+
+Images may be bytes, bytearray, 1-D uint8 arrays (or a 1-D object array of those), flags a
+list of bools/0-1 ints/numpy bools or a numpy array; anything else is refused by its type. Every
+image's header size is checked here (`fsbench.data.images.size_problem`), so a pack holding a
+decompression bomb is refused before anything is embedded.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsbench.data.images import encoded_size, size_problem
 from fsbench.errors import DatasetError
 
 __all__ = ["read_bin", "write_bin"]
@@ -39,15 +49,33 @@ class _Refused(Exception):
         self.qualified = qualified
 
 
+def _bytearray(*args):
+    """`bytearray` from text (+ encoding) or bytes only: ``bytearray(10**12)`` is refused."""
+    if args and not isinstance(args[0], (str, bytes, bytearray)):
+        raise _Refused(f"bytearray({type(args[0]).__name__})")
+    return bytearray(*args)
+
+
 def _allowed_globals() -> dict[tuple[str, str], object]:
     """Exact (module, name) pairs -> the object, resolved here so no module is imported by name."""
     import codecs
 
     from numpy._core import multiarray, numeric
 
-    reconstruct = multiarray._reconstruct
+    def reconstruct(subtype, shape, dtype):
+        # numpy pickles always start from an empty array, filled by __setstate__ from the
+        # file's bytes; any other shape would allocate memory the file does not hold
+        if subtype is not np.ndarray or tuple(shape) != (0,):
+            raise _Refused(f"numpy _reconstruct of shape {shape!r}")
+        return multiarray._reconstruct(subtype, shape, dtype)
+
     frombuffer = numeric._frombuffer
+    scalar = multiarray.scalar
     return {
+        ("numpy.core.multiarray", "scalar"): scalar,
+        ("numpy._core.multiarray", "scalar"): scalar,
+        ("builtins", "bytearray"): _bytearray,
+        ("__builtin__", "bytearray"): _bytearray,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("numpy.core.multiarray", "_reconstruct"): reconstruct,
@@ -100,12 +128,24 @@ def _unpickle(path: Path, data: bytes):
 
 def _as_bytes(path: Path, item: object, k: int) -> bytes:
     if isinstance(item, (bytes, bytearray)):
-        return bytes(item)
-    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
-        return item.tobytes()
-    if isinstance(item, str):  # a Python 2 str read with latin1-style decoding
-        return item.encode("latin1")
-    raise DatasetError(path, f"image {k} is a {type(item).__name__}, expected encoded image bytes")
+        data = bytes(item)
+    elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
+        data = item.tobytes()
+    elif isinstance(item, str):  # a Python 2 str read with latin1-style decoding
+        try:
+            data = item.encode("latin1")
+        except UnicodeEncodeError:
+            raise DatasetError(path, f"image {k} is text, expected encoded image bytes") from None
+    elif isinstance(item, np.ndarray):
+        raise DatasetError(path, f"image {k} is a numpy {item.dtype} array of shape {item.shape}, "
+                                 "expected encoded image bytes (bytes, or a 1-D uint8 array)")
+    else:
+        raise DatasetError(path, f"image {k} is a {type(item).__name__}, expected encoded image bytes")
+    hw = encoded_size(data)  # a decompression bomb is refused here, before anything decodes it
+    problem = size_problem(*hw) if hw is not None else None
+    if problem:
+        raise DatasetError(f"{path}[image {k}]", problem)
+    return data
 
 
 def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
@@ -123,7 +163,12 @@ def read_bin(path: str | Path) -> tuple[list[bytes], list[bool]]:
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise DatasetError(path, f"expected a pickled 2-tuple (images, issame), got {type(obj).__name__}")
     bins, issame = obj
+    if isinstance(bins, np.ndarray) and bins.dtype == object and bins.ndim == 1:
+        bins = bins.tolist()  # an object array of encoded images
     if isinstance(issame, np.ndarray):
+        if issame.ndim != 1 or issame.dtype.kind not in "biu":
+            raise DatasetError(path, f"issame is a numpy {issame.dtype} array of shape {issame.shape}, "
+                                     "expected N booleans")
         issame = issame.tolist()
     if not isinstance(bins, (list, tuple)) or not isinstance(issame, (list, tuple)):
         raise DatasetError(path, "expected (list of encoded images, list of booleans)")

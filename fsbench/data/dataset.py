@@ -150,12 +150,20 @@ class FaceDataset:
         return np.bincount(self.labels, minlength=self.num_identities)
 
     def fingerprint(self) -> str:
-        """Stable hash of (path, label, size, mtime) of every image: the key of every cache."""
+        """Hash of (path, label, sha256 of the bytes) of every image: the key of every cache.
+
+        Content, not size and mtime: an image edited in place (same size, mtime restored) is
+        other data, and an identical copy of a dataset is the same data (it shares cached
+        embeddings). Hashing reads every file once: ~0.1 s for 3,000 112 px JPEGs."""
         if self._fingerprint is None:
             h = hashlib.sha256()
             for it in self.items:
-                st = os.stat(self.root / it.path)
-                h.update(f"{it.path}\t{it.label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                try:
+                    with open(self.root / it.path, "rb") as fh:
+                        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                except OSError as exc:
+                    raise DatasetError(self.root / it.path, f"unreadable ({exc.strerror or exc})") from None
+                h.update(f"{it.path}\t{it.label}\t{digest}\n".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -204,14 +212,29 @@ def _read_info(root: Path) -> dict[str, Any]:
 def identity_folders(root: str | Path, excluded: Collection[str] = ()) -> list[str]:
     """Names of `root`'s identity folders, sorted: every folder but hidden ones (``.``, ``_``)
     and the aux folders (masks, regions, ...) named in `excluded`."""
-    return sorted(e.name for e in os.scandir(root)
-                  if e.is_dir() and not e.name.startswith((".", "_")) and e.name not in excluded)
+    return _utf8_names(root, [e.name for e in os.scandir(root)
+                              if e.is_dir() and not e.name.startswith((".", "_")) and e.name not in excluded])
 
 
 def image_files(folder: str | Path) -> list[str]:
     """Names of the image files in an identity folder, sorted."""
-    return sorted(e.name for e in os.scandir(folder)
-                  if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
+    return _utf8_names(folder, [e.name for e in os.scandir(folder)
+                                if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()])
+
+
+def _utf8_names(folder: str | Path, names: list[str]) -> list[str]:
+    """`names` sorted, refusing a name that is not valid UTF-8 (Python hands it over with
+    surrogate escapes, which fail later in manifests, caches, JSON and the terminal,
+    after a converter has written half a record set): one line naming the folder and the
+    name's bytes, before anything is read or written."""
+    for name in names:
+        if not name.isascii():
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DatasetError(folder, f"the name {os.fsencode(name)!r} is not valid UTF-8: rename it "
+                                           "(fsbench records names in UTF-8 manifests and JSON)") from None
+    return sorted(names)
 
 
 def read_manifest_table(path: Path, **read_csv: Any):

@@ -3,12 +3,19 @@
 PIL is lazy: `Image.open` reads only the header, so a truncated file passes it and fails
 later at `load()`. Both steps are wrapped here so every caller gets the same one-line
 `DatasetError` ("<file>: truncated image") instead of PIL's traceback.
+
+Sizes are checked from the header before anything is decoded: a 240-byte PNG can declare
+1 x 40,000 or 20,000 x 20,000 pixels, and decoding (or resizing) it would take gigabytes.
+Beyond `MAX_SIDE` pixels a side or `MAX_PIXELS` in all, an image is a bad item, named in one
+line (``--skip-bad`` leaves it out), never a decompression bomb or an out-of-memory kill.
+16-bit greyscale PNGs are brought to 8 bits by their high byte, not clipped to white.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +26,49 @@ from fsbench.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
+# The largest image fsbench decodes: far beyond any face crop, and below PIL's own
+# decompression-bomb warning (89 Mpx), so PIL never gets to warn first.
+MAX_SIDE = 16_384
+MAX_PIXELS = 64 * 1024 * 1024  # 64 Mpx: 192 MiB as uint8 RGB
+
+
+def size_problem(h: int, w: int) -> str | None:
+    """Why an image of (h, w) pixels is refused, or None when fsbench can decode it."""
+    if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
+        return (f"image declares {w}x{h} pixels, beyond fsbench's limit of {MAX_SIDE} pixels a side "
+                f"and {MAX_PIXELS // (1024 * 1024)} Mpx in all (a corrupt or hostile header?)")
+    return None
+
+
+def _check_size(im: Image.Image, source: str | Path) -> None:
+    w, h = im.size
+    problem = size_problem(h, w)
+    if problem:
+        raise DatasetError(source, problem)
+
+
+def _open(fp, source: str | Path) -> Image.Image:
+    """`Image.open` with PIL's decompression-bomb warning made an error (our limit is
+    lower, so the warning only ever fires for an image we refuse anyway)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        im = Image.open(fp)
+    try:
+        _check_size(im, source)
+    except DatasetError:
+        im.close()
+        raise
+    return im
+
+
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
 
 def _describe(exc: Exception) -> str:
     text = str(exc).lower()
+    if isinstance(exc, _BOMB):
+        return (f"image too large to decode ({exc}); fsbench's limit is {MAX_SIDE} pixels a side "
+                f"and {MAX_PIXELS // (1024 * 1024)} Mpx in all")
     if "truncated" in text or isinstance(exc, EOFError):
         return "truncated image"
     if isinstance(exc, UnidentifiedImageError):
@@ -32,11 +79,11 @@ def _describe(exc: Exception) -> str:
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) from the header alone; cheap enough to check every file of a dataset."""
     try:
-        with Image.open(path) as im:
+        with _open(path, path) as im:
             w, h = im.size
     except FileNotFoundError:
         raise DatasetError(path, "missing image") from None
-    except (OSError, UnidentifiedImageError, ValueError, EOFError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, EOFError, *_BOMB) as exc:
         raise DatasetError(path, _describe(exc)) from None
     return h, w
 
@@ -73,6 +120,12 @@ def encoded_size(data: bytes) -> tuple[int, int] | None:
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:
     im.load()
+    if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey (PNG): keep the high byte
+        grey = np.asarray(im)
+        if grey.dtype.byteorder not in ("=", "|"):
+            grey = grey.astype(grey.dtype.newbyteorder("="))
+        grey = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)  # (H, W) 0..255
+        return np.repeat(grey[:, :, None], 3, axis=2)
     if im.mode != "RGB":
         im = im.convert("RGB")
     return np.asarray(im, dtype=np.uint8)
@@ -81,20 +134,24 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """uint8 (H, W, 3) RGB from a file; DatasetError naming it when it cannot be decoded."""
     try:
-        with Image.open(path) as im:
+        with _open(path, path) as im:
             return _to_rgb_array(im)
     except FileNotFoundError:
         raise DatasetError(path, "missing image") from None
-    except (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError, *_BOMB) as exc:
         raise DatasetError(path, _describe(exc)) from None
 
 
 def decode_image(data: bytes, source: str) -> np.ndarray:
     """uint8 (H, W, 3) RGB from encoded bytes; `source` names where they came from."""
+    hw = encoded_size(data)  # a PNG or JPEG header is checked before PIL sees the bytes
+    problem = size_problem(*hw) if hw is not None else None
+    if problem:
+        raise DatasetError(source, problem)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open(io.BytesIO(data), source) as im:
             return _to_rgb_array(im)
-    except (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, EOFError, SyntaxError, *_BOMB) as exc:
         raise DatasetError(source, _describe(exc)) from None
 
 

@@ -5,19 +5,26 @@ on disk), two index arrays saying which images form each pair, and the is-same f
 image named by many pairs is listed, and later embedded, once. Readers check that every
 image file exists before anything is embedded, so a typo in a pairs file fails in a second
 rather than after an hour of embedding.
+
+A pairs file reads only what the user pointed at: a path that leads out of the image root
+(``../``, an absolute path, a symlink pointing elsewhere) is refused, naming the file and the
+path, unless the caller allows it (`--allow-outside-root`). Duplicate and contradictory
+pairs (the same two images twice, or marked both same and different) are a warning with
+their counts: they are kept, as the file says, but they bias the accuracy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fsbench.data.images import decode_image, read_image
 from fsbench.errors import DatasetError
 
-__all__ = ["PairSet", "open_pairs", "read_bin_pairs", "read_lfw_pairs", "read_pairs_csv"]
+__all__ = ["PairSet", "make_pairs", "open_pairs", "read_bin_pairs", "read_lfw_pairs", "read_pairs_csv"]
 
 _TRUE = {"1", "true", "yes", "same", "y", "t"}
 _FALSE = {"0", "false", "no", "different", "diff", "n", "f"}
@@ -68,19 +75,52 @@ def read_bin_pairs(path: str | Path) -> PairSet:
     )
 
 
+def _check_inside(pairs_file: Path, root: Path, paths: list[Path]) -> None:
+    """Refuse image paths that resolve (``..``, absolute, symlinks) outside `root`."""
+    base = root.resolve()
+    outside = [p for p in paths if not p.resolve().is_relative_to(base)]
+    if outside:
+        raise DatasetError(pairs_file, f"names {outside[0]}, outside the image root {root} ({len(outside)} of the "
+                                       f"{len(paths)} images it names are outside; pass --allow-outside-root "
+                                       "to read them)")
+
+
+def _warn_repeats(pairs_file: Path, index_a: np.ndarray, index_b: np.ndarray, issame: np.ndarray) -> None:
+    """Count pairs listed again (same two images, same label) and image pairs marked both
+    same and different; one warning line each."""
+    seen: dict[tuple[int, int], set[bool]] = {}
+    duplicates = 0
+    for a, b, s in zip(index_a.tolist(), index_b.tolist(), issame.tolist(), strict=True):
+        labels = seen.setdefault((min(a, b), max(a, b)), set())
+        duplicates += s in labels
+        labels.add(s)
+    contradictory = sum(len(labels) > 1 for labels in seen.values())
+    from fsbench import ui
+
+    if duplicates:
+        ui.warn(f"{pairs_file}: {duplicates} duplicate pair(s) (the same two images with the same label again); "
+                "each counts in the accuracy as often as it is listed")
+    if contradictory:
+        ui.warn(f"{pairs_file}: {contradictory} contradictory pair(s) (the same two images marked both same and "
+                "different); no threshold can get both right")
+
+
 def _index_paths(pairs_file: Path, paths_a: list[Path], paths_b: list[Path], issame, folds,
-                 name: str) -> PairSet:
-    """Deduplicate the image paths, check they exist, and build the PairSet."""
+                 name: str, root: Path | None = None) -> PairSet:
+    """Deduplicate the image paths, check they exist (and, given `root`, that none leads out of
+    it), and build the PairSet."""
     unique: dict[Path, int] = {}
     for p in (*paths_a, *paths_b):
         unique.setdefault(p, len(unique))
+    if root is not None:
+        _check_inside(pairs_file, root, list(unique))
     missing = [p for p in unique if not p.is_file()]
     if missing:
         raise DatasetError(
             missing[0],
             f"missing image named by {pairs_file} ({len(missing)} of the {len(unique)} images it names are missing)",
         )
-    return PairSet(
+    pairset = PairSet(
         name=name,
         source=pairs_file,
         images=list(unique),
@@ -89,15 +129,19 @@ def _index_paths(pairs_file: Path, paths_a: list[Path], paths_b: list[Path], iss
         issame=np.asarray(issame, dtype=bool),
         folds=None if folds is None else np.asarray(folds),
     )
+    _warn_repeats(pairs_file, pairset.index_a, pairset.index_b, pairset.issame)
+    return pairset
 
 
-def read_lfw_pairs(pairs_txt: str | Path, root: str | Path, suffix: str = ".jpg") -> PairSet:
+def read_lfw_pairs(pairs_txt: str | Path, root: str | Path, suffix: str = ".jpg", *,
+                   allow_outside_root: bool = False) -> PairSet:
     """LFW's pairs.txt: header "folds<TAB>n", then per fold n matched and n mismatched lines.
 
     Matched lines are ``name n1 n2``, mismatched ``name1 n1 name2 n2``; images live at
     ``root/name/name_%04d.jpg`` numbered from 1. A one-number header ("1100", as in
     pairsDevTrain.txt) means one fold. Pairs keep the file's order, so the protocol's
-    unshuffled 10-fold split is LFW's own 10 folds.
+    unshuffled 10-fold split is LFW's own 10 folds. A name leading out of `root` is refused
+    unless `allow_outside_root`.
     """
     pairs_txt, root = Path(pairs_txt), Path(root)
     try:
@@ -144,7 +188,8 @@ def read_lfw_pairs(pairs_txt: str | Path, root: str | Path, suffix: str = ".jpg"
             issame.append(False)
         else:
             raise DatasetError(pairs_txt, f"line {lineno}: expected 'name n1 n2' or 'name1 n1 name2 n2', got {line!r}")
-    return _index_paths(pairs_txt, paths_a, paths_b, issame, None, name="lfw" if pairs_txt.stem == "pairs" else pairs_txt.stem)
+    return _index_paths(pairs_txt, paths_a, paths_b, issame, None, name="lfw" if pairs_txt.stem == "pairs" else pairs_txt.stem,
+                        root=None if allow_outside_root else root)
 
 
 def _parse_same(pairs_csv: Path, values, rows_offset: int = 2) -> list[bool]:
@@ -160,10 +205,12 @@ def _parse_same(pairs_csv: Path, values, rows_offset: int = 2) -> list[bool]:
     return out
 
 
-def read_pairs_csv(pairs_csv: str | Path, root: str | Path | None = None) -> PairSet:
+def read_pairs_csv(pairs_csv: str | Path, root: str | Path | None = None, *,
+                   allow_outside_root: bool = False) -> PairSet:
     """A CSV with columns path_a, path_b, same (1/0, true/false) and optionally fold.
 
-    Paths are relative to `root` (default: the CSV's folder). A ``fold`` column fixes the
+    Paths are relative to `root` (default: the CSV's folder), and may not lead out of it
+    unless `allow_outside_root`. A ``fold`` column fixes the
     test folds; without it the protocol's unshuffled KFold applies.
     """
     import pandas as pd
@@ -192,17 +239,60 @@ def read_pairs_csv(pairs_csv: str | Path, root: str | Path | None = None) -> Pai
             raise DatasetError(pairs_csv, "column 'fold' must hold integers") from None
     paths_a = [root / p.strip() for p in df["path_a"]]
     paths_b = [root / p.strip() for p in df["path_b"]]
-    return _index_paths(pairs_csv, paths_a, paths_b, issame, folds, name=pairs_csv.stem)
+    return _index_paths(pairs_csv, paths_a, paths_b, issame, folds, name=pairs_csv.stem,
+                        root=None if allow_outside_root else root)
 
 
-def open_pairs(path: str | Path, root: str | Path | None = None) -> PairSet:
+def open_pairs(path: str | Path, root: str | Path | None = None, *, allow_outside_root: bool = False) -> PairSet:
     """Pick the reader by suffix: .bin pack, .csv pairs, .txt LFW pairs (needs `root`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".bin":
         return read_bin_pairs(path)
     if suffix == ".csv":
-        return read_pairs_csv(path, root)
+        return read_pairs_csv(path, root, allow_outside_root=allow_outside_root)
     if suffix == ".txt":
-        return read_lfw_pairs(path, root if root is not None else path.parent)
+        return read_lfw_pairs(path, root if root is not None else path.parent, allow_outside_root=allow_outside_root)
     raise DatasetError(path, "unknown pairs format: expected an insightface .bin, a pairs.csv or LFW's pairs.txt")
+
+
+def make_pairs(ds: Any, n_pairs: int = 6000, seed: int = 0, folds: int = 10) -> list[dict[str, Any]]:
+    """Verification pairs over any dataset, LFW-style: half genuine, half impostor, `folds`
+    identity-disjoint folds of equal size (every identity belongs to one fold; a fold's
+    impostor pairs join two of its identities), drawn with `seed`. Rows for a pairs.csv:
+    path_a, path_b, same, fold. A pair is never drawn twice while distinct ones remain."""
+    from fsbench.errors import UsageError
+
+    if n_pairs < 2 * folds or n_pairs % (2 * folds):
+        raise UsageError(f"--pairs {n_pairs}: need a positive multiple of {2 * folds} (half genuine, half impostor "
+                         f"in each of {folds} folds)")
+    rng = np.random.default_rng(seed)
+    labels = ds.labels
+    members = [np.flatnonzero(labels == k) for k in range(ds.num_identities)]
+    order = rng.permutation(ds.num_identities)
+    fold_ids = [order[f::folds] for f in range(folds)]
+    per_fold = n_pairs // (2 * folds)
+    rows: list[dict[str, Any]] = []
+    for f, ids in enumerate(fold_ids):
+        multi = [i for i in ids if len(members[i]) >= 2]
+        if not multi or len(ids) < 2:
+            raise UsageError(f"{ds.root}: fold {f} of {folds} has too few identities for pairs "
+                             f"({len(ids)} identities, {len(multi)} with two images); sample more identities")
+        for same in (1, 0):
+            seen: set[tuple[int, int]] = set()
+            tries = made = 0
+            while made < per_fold:
+                if same:
+                    i = multi[rng.integers(len(multi))]
+                    a, b = rng.choice(members[i], 2, replace=False)
+                else:
+                    i, j = rng.choice(ids, 2, replace=False)
+                    a, b = rng.choice(members[i]), rng.choice(members[j])
+                key = (min(a, b), max(a, b))
+                tries += 1
+                if key in seen and tries < 50 * per_fold:
+                    continue
+                seen.add(key)
+                made += 1
+                rows.append({"path_a": ds.items[a].path, "path_b": ds.items[b].path, "same": same, "fold": f})
+    return rows

@@ -40,6 +40,7 @@ __all__ = [
     "pack_record",
     "unpack_record",
     "write_face_rec",
+    "side_files",
 ]
 
 MAGIC = 0xCED7230A
@@ -116,7 +117,12 @@ class RecordReader:
         self.size = self.rec.stat().st_size
         self.offsets = self._read_idx()
         self._fh = None
-        list_txt = Path(list_txt) if list_txt is not None else self.rec.with_name("list.txt")
+        if list_txt is None:  # this record set's own list first, then DCFace's shared list.txt
+            own = side_files(self.rec)["list"]
+            list_txt = own if own.is_file() else self.rec.with_name("list.txt")
+        list_txt = Path(list_txt)
+        self.list_path = list_txt  # the list file that names identities (it may not exist)
+        self.renamed = 0  # list.txt lines whose name repeated an earlier one (see _read_list)
         self.names = self._read_list(list_txt) if list_txt.is_file() else None
         self._ranges: dict[int, tuple[int, int]] | None = None
         self._layout()
@@ -142,8 +148,14 @@ class RecordReader:
         return offsets
 
     def _read_list(self, path: Path) -> dict[int, str]:
-        """DCFace's list.txt: key<TAB>identity/name.jpg."""
+        """DCFace's list.txt: key<TAB>identity/name.jpg.
+
+        Two lines naming the same identity/name would write one file over the other; the
+        later ones keep their image under ``<name>_k<key><suffix>`` and are counted in
+        `renamed`, so a convert reports them rather than silently keeping one image."""
         names: dict[int, str] = {}
+        seen: set[tuple[str, str]] = set()
+        self.renamed = 0
         with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
@@ -152,9 +164,19 @@ class RecordReader:
                 if len(parts) < 2 or "/" not in parts[1]:
                     raise DatasetError(path, f"line {lineno}: expected 'key<TAB>identity/name.jpg', got {line.strip()!r}")
                 try:
-                    names[int(parts[0])] = parts[1].strip()
+                    key = int(parts[0])
                 except ValueError:
                     raise DatasetError(path, f"line {lineno}: key {parts[0]!r} is not an integer") from None
+                identity, _, name = parts[1].strip().partition("/")
+                name = name.replace("/", "_")
+                if (identity, name) in seen:
+                    stem, suffix = os.path.splitext(name)
+                    name = f"{stem}_k{key}{suffix}"
+                    while (identity, name) in seen:
+                        name = f"{stem}_k{key}_{len(seen)}{suffix}"
+                    self.renamed += 1
+                seen.add((identity, name))
+                names[key] = f"{identity}/{name}"
         return names
 
     def _layout(self) -> None:
@@ -164,9 +186,7 @@ class RecordReader:
         if 0 in self.offsets:
             head, _ = self.read(0)
             if head.flag == 2 and head.labels is not None:
-                start, end = int(head.labels[0]), int(head.labels[1])
-                if not 1 <= start <= end:
-                    raise DatasetError(self.rec, f"record 0 gives identity range [{start}, {end}), not a valid header")
+                start, end = self._header_range(head.labels)
                 self.header0 = (start, end)
                 self.image_keys = list(range(1, start))
                 missing = [k for k in self.image_keys if k not in self.offsets]
@@ -175,6 +195,22 @@ class RecordReader:
                                                  f"is not indexed ({len(missing)} missing)")
                 return
         self.image_keys = keys
+
+    def _header_range(self, labels: np.ndarray) -> tuple[int, int]:
+        """Record 0's [id_start, id_end), checked against the index before any list of keys
+        is built: a crafted header of [1e9, 1e9 + 100) would otherwise allocate gigabytes."""
+        a, b = (float(x) for x in labels[:2])
+        shown = f"[{labels[0]!r}, {labels[1]!r})"
+        if not (np.isfinite(a) and np.isfinite(b) and a == int(a) and b == int(b)):
+            raise DatasetError(self.rec, f"record 0 gives identity range {shown}: not whole numbers, not a valid header")
+        start, end = int(a), int(b)
+        if not 1 <= start <= end:
+            raise DatasetError(self.rec, f"record 0 gives identity range [{start}, {end}), not a valid header")
+        n = len(self.offsets)
+        if start - 1 > n or end - start > n:
+            raise DatasetError(self.rec, f"record 0 declares {start - 1} images and {end - start} identities, but "
+                                         f"{self.idx.name} indexes only {n} records: a corrupt or crafted header")
+        return start, end
 
     def identity_ranges(self) -> dict[int, tuple[int, int]]:
         """label -> [a, b) image key range, from the identity records of a flag-2 header
@@ -186,7 +222,11 @@ class RecordReader:
                     if key in self.offsets:
                         head, _ = self.read(key)
                         if head.labels is not None and len(head.labels) >= 2:
-                            ranges[k] = (int(head.labels[0]), int(head.labels[1]))
+                            a, b = float(head.labels[0]), float(head.labels[1])
+                            if not (np.isfinite(a) and np.isfinite(b) and 1 <= a <= b <= self.header0[0]):
+                                raise DatasetError(self.rec, f"identity record {key} gives image range "
+                                                             f"[{a!r}, {b!r}), outside keys 1..{self.header0[0] - 1}")
+                            ranges[k] = (int(a), int(b))
             self._ranges = ranges
         return self._ranges
 
@@ -233,6 +273,9 @@ class RecordReader:
                 raise DatasetError(self.rec, f"bad magic 0x{magic:08x} at byte offset {pos} (expected 0x{MAGIC:08x}): "
                                              "corrupt record or wrong .idx")
             cflag, length = lrec >> 29, lrec & _LEN_MASK
+            if pos + 8 + length > self.size:  # checked before reading: no buffer for a false length
+                raise DatasetError(self.rec, f"truncated record payload at byte offset {pos + 8}: needs {length} "
+                                             f"bytes, the file ends after {max(self.size - pos - 8, 0)}")
             expect_first = not parts
             if expect_first and cflag not in (0, 1):
                 raise DatasetError(self.rec, f"record at byte offset {pos} starts with continuation flag {cflag}: "
@@ -261,15 +304,21 @@ class RecordReader:
     def __len__(self) -> int:
         return len(self.image_keys)
 
+    def _label_of(self, key: int, header: RecordHeader) -> int:
+        label = header.first_label
+        if not (np.isfinite(label) and 0 <= label < 2**53):
+            raise DatasetError(self.rec, f"record {key} has label {label!r}: not an identity number")
+        return int(label)
+
     def label(self, key: int) -> int:
-        return int(self.read(key)[0].first_label)
+        return self._label_of(key, self.read(key)[0])
 
     def identity_of(self, key: int, header: RecordHeader) -> tuple[str, str]:
         """(identity, file name) of an image record: list.txt when present, else its label."""
         if self.names is not None and key in self.names:
             identity, _, name = self.names[key].partition("/")
-            return identity, name.replace("/", "_")
-        return f"{int(header.first_label):06d}", f"{key:08d}"
+            return identity, name
+        return f"{self._label_of(key, header):06d}", f"{key:08d}"
 
     def items(self) -> Iterator[tuple[str, str, bytes]]:
         """(identity, file name, encoded image) for every image, in key order."""
@@ -332,14 +381,29 @@ class RecordWriter:
             self.abort()
 
 
+def side_files(rec: str | Path) -> dict[str, Path]:
+    """The files of one record set: the .rec, its .idx, the list (key<TAB>identity/name) and
+    the property file ("classes,H,W"). ``train.rec`` is insightface's folder layout, whose
+    side files are ``property`` and ``list.txt``; any other ``NAME.rec`` owns ``NAME.idx``,
+    ``NAME.list.txt`` and ``NAME.property``, so two record sets in one folder never share
+    (or overwrite) a side file."""
+    rec = Path(rec)
+    if rec.name == "train.rec":
+        return {"rec": rec, "idx": rec.with_suffix(".idx"), "list": rec.with_name("list.txt"),
+                "property": rec.with_name("property")}
+    return {"rec": rec, "idx": rec.with_suffix(".idx"), "list": rec.with_name(rec.stem + ".list.txt"),
+            "property": rec.with_name(rec.stem + ".property")}
+
+
 def write_face_rec(rec: str | Path, items: Iterable[tuple[int, str, bytes]], identities: list[str],
                    image_size: tuple[int, int] = (112, 112)) -> int:
     """Write an insightface face set: items (label, name, image bytes) grouped by label.
 
     Layout: record 0 = header (flag 2, [id_start, id_end]); keys 1..N the images in label
-    order; keys id_start.. one record per identity with its [a, b) image range. Beside it:
-    ``property`` ("classes,H,W" as insightface ships) and ``list.txt`` (key<TAB>identity/name)
-    so identity and file names survive a round trip. Returns the number of images.
+    order; keys id_start.. one record per identity with its [a, b) image range. Beside it
+    (`side_files`): the property file ("classes,H,W" as insightface ships) and the list
+    (key<TAB>identity/name) so identity and file names survive a round trip. Returns the
+    number of images. The caller decides whether existing files may be replaced.
     """
     rec = Path(rec)
     rows = sorted(items, key=lambda r: r[0])  # stable: order within an identity is kept
@@ -359,8 +423,11 @@ def write_face_rec(rec: str | Path, items: Iterable[tuple[int, str, bytes]], ide
         bounds = np.searchsorted(labels, np.arange(len(present) + 1)) + 1  # image key range per label
         for label in present:
             w.write(id_start + label, pack_record([float(bounds[label]), float(bounds[label + 1])], b""))
-    (rec.parent / "property").write_text(f"{len(present)},{image_size[0]},{image_size[1]}\n")
-    tmp = rec.parent / f".list.txt.{os.getpid()}.tmp"
-    tmp.write_text("".join(f"{key}\t{identities[label]}/{name}\n" for key, (label, name, _) in enumerate(rows, start=1)))
-    os.replace(tmp, rec.with_name("list.txt"))
+    sides = side_files(rec)
+    for kind, text in (("property", f"{len(present)},{image_size[0]},{image_size[1]}\n"),
+                       ("list", "".join(f"{key}\t{identities[label]}/{name}\n"
+                                        for key, (label, name, _) in enumerate(rows, start=1)))):
+        tmp = rec.parent / f".{sides[kind].name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, sides[kind])
     return n

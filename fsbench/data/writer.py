@@ -33,6 +33,7 @@ import orjson
 
 from fsbench.data.dataset import INFO_NAME, FaceDataset, identity_folders, image_files, read_manifest_table
 from fsbench.data.images import encode_image, encoded_size
+from fsbench.data.lock import FolderLock
 from fsbench.errors import UsageError
 
 ROWS_NAME = "manifest.jsonl"  # append-only journal inside the .partial folder
@@ -63,23 +64,37 @@ class DatasetWriter:
         self._sizes: dict[str, tuple[int, int]] = {}  # (H, W) of the images this writer wrote
         self._root = str(self.partial)
 
+        self._lock = FolderLock(self.out_dir).acquire()  # one writer per folder; released by finalize/close
+        try:
+            self._open(resume, overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, resume: bool, overwrite: bool) -> None:
         out_busy = self.out_dir.exists() and any(self.out_dir.iterdir())
+        finished = (self.out_dir / INFO_NAME).exists()
         if out_busy and not (resume or overwrite):
             raise UsageError(
                 f"{self.out_dir}: exists and is not empty; pass --resume to continue it or --overwrite to replace it"
             )
+        if out_busy and not finished:  # --overwrite deletes only what fsbench wrote
+            raise UsageError(f"{self.out_dir}: not an fsbench dataset (no {INFO_NAME}); fsbench will not "
+                             f"{'replace' if overwrite else 'resume into'} it: choose another --out")
         if self.partial.exists() and not (resume or overwrite):
             raise UsageError(
                 f"{self.partial}: holds an interrupted write; pass --resume to continue it or --overwrite to start again"
             )
+        if self.partial.exists() and not _written_by_fsbench(self.partial):
+            raise UsageError(f"{self.partial}: not an interrupted fsbench write (no {ROWS_NAME}); "
+                             "move it away, fsbench will not touch it")
         if overwrite and self.partial.exists():
             shutil.rmtree(self.partial)
-        if resume and out_busy and not overwrite:
-            if not (self.out_dir / INFO_NAME).exists():
-                raise UsageError(f"{self.out_dir}: not an fsbench dataset (no {INFO_NAME}); cannot resume into it")
-            if self.partial.exists():
-                raise UsageError(f"{self.out_dir} and {self.partial} both exist; remove one of them")
-            os.replace(self.out_dir, self.partial)  # reopen a finished dataset to extend it
+        if resume and finished and not overwrite:
+            # Extending a finished dataset: the new folder starts as a copy (hard links) of
+            # it, and the finished one stays readable until finalize swaps the two. A killed
+            # extension resumes here and links whatever it had not linked yet.
+            _link_tree(self.out_dir, self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_rows()
@@ -163,6 +178,8 @@ class DatasetWriter:
         if not rows:
             raise UsageError(f"{self.out_dir}: nothing was written")
         self._drop_unrecorded_images()
+        for name in (MANIFEST_NAME, INFO_NAME):  # new files, never written through to a linked original
+            (self.partial / name).unlink(missing_ok=True)
         write_csv(self.partial / MANIFEST_NAME, rows)
         info = {
             **self.info,
@@ -181,6 +198,7 @@ class DatasetWriter:
             shutil.rmtree(old)
         else:
             os.replace(self.partial, self.out_dir)
+        self._lock.release()
         return FaceDataset.open(self.out_dir, sizes=self._sizes)  # sizes of resumed items: read from disk
 
     def _drop_unrecorded_images(self) -> None:
@@ -203,6 +221,7 @@ class DatasetWriter:
         """Stop without finalizing: the .partial folder stays for a later resume."""
         if not self._journal.closed:
             self._journal.close()
+        self._lock.release()
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -212,6 +231,43 @@ class DatasetWriter:
             self.result = self.finalize()
         else:
             self.close()
+
+
+def _written_by_fsbench(partial: Path) -> bool:
+    """Whether a ``.partial`` folder is one a DatasetWriter made (so it may resume or delete it)."""
+    names = set(os.listdir(partial))
+    return not names or bool(names & {ROWS_NAME, INFO_NAME, MANIFEST_NAME})
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Make `dst` hold every file of `src`: hard links for files in sub-folders (images, masks:
+    cheap, and never written again: `_write_file` replaces a file rather than writing into it),
+    copies for the top-level files (manifest, dataset.json: rewritten by finalize). Files
+    already in `dst` are kept, so a killed extension picks up where it stopped."""
+    dst.mkdir(parents=True, exist_ok=True)
+    top = sorted(os.scandir(src), key=lambda e: e.name != INFO_NAME)  # dataset.json first: the marker
+    for entry in top:
+        target = dst / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            for folder, _dirs, files in os.walk(entry.path):
+                rel = Path(folder).relative_to(src)
+                (dst / rel).mkdir(exist_ok=True)
+                for name in files:
+                    if not (dst / rel / name).exists():
+                        _link_or_copy(Path(folder) / name, dst / rel / name)
+        elif not target.exists():
+            tmp = dst / f".{entry.name}.tmp-{os.getpid()}"
+            shutil.copy2(entry.path, tmp)
+            os.replace(tmp, target)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
 
 
 def write_item(
@@ -250,12 +306,17 @@ def _write_file(folder: str, name: str, data: bytes | bytearray) -> None:
     # os-level calls: three files an item, and Python's buffered file objects cost more
     # than the write itself. The folder is made on the first file that needs it (no
     # per-file existence check; safe when several processes race to make it).
+    # O_EXCL, and a file already there (an item redone after a kill, or a hard link to the
+    # finished dataset an extension started from) is unlinked first: a new file, never a
+    # write through a link into the finished dataset.
     path = f"{folder}/{name}"
     try:
         fd = os.open(path, _CREATE, 0o666)
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(path, _CREATE, 0o666)
+        fd = _create_anew(path)
+    except FileExistsError:
+        fd = _create_anew(path)
     try:
         view = memoryview(data)
         while view:
@@ -284,4 +345,12 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+def _create_anew(path: str) -> int:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, _CREATE, 0o666)
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)

@@ -240,7 +240,25 @@ def train_fr(
 
     `indices` restricts training to those items (the head still has every identity);
     `on_step(step, record)` is called after every step (tests use it to "kill" a run).
+    Rank 0 holds the run folder's lock throughout (`fsbench.runs.run_lock`).
     """
+    from fsbench.runs import run_lock
+
+    with run_lock(run_dir):
+        return _train_fr(data, run_dir, preset, overrides, on_step=on_step, show_progress=show_progress,
+                         indices=indices)
+
+
+def _train_fr(
+    data: FaceDataset | str | Path,
+    run_dir: str | Path,
+    preset: str = "tiny",
+    overrides: dict[str, Any] | None = None,
+    *,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    show_progress: bool = True,
+    indices: np.ndarray | None = None,
+) -> FRRun:
     cfg = fr_config(preset, overrides)
     ds = data if isinstance(data, FaceDataset) else FaceDataset.open(data)
     if ds.num_identities < 2:

@@ -74,15 +74,33 @@ def convert_cmd(src: Path, dst: Path, target: str | None, resume: bool, overwrit
         out_cls = get_registry().get("format", target)
         if fmt is not None:
             raise UsageError(f"{src}: is a {fmt.name!r} dataset; convert it to a folder first (--to folder)")
-        occupied = dst.exists() and (dst.is_file() or any(dst.iterdir()))
-        if occupied and not overwrite:
-            raise UsageError(f"{dst}: exists; pass --overwrite to replace it")
-        ds = FaceDataset.open(src)
-        out_cls().write(ds, dst)
+        from fsbench.data.lock import folder_lock
+
+        writer_fmt = out_cls()
+        with folder_lock(dst):  # one writer per record set
+            _check_outputs(writer_fmt.outputs(dst), dst, overwrite)
+            ds = FaceDataset.open(src)
+            writer_fmt.write(ds, dst)
         result = {"source": str(src), "source_format": "folder", "dest": str(dst), "dest_format": target,
                   "images": len(ds), "identities": len(ds.identities)}
     table = ui.table("converted", list(result), [list(result.values())])
     ui.emit(result, as_json=as_json, table=table)
+
+
+def _check_outputs(outputs: list[Path], dst: Path, overwrite: bool) -> None:
+    """Writers never replace files they did not create: without --overwrite nothing that
+    exists is replaced, and --overwrite replaces only a set whose main file exists."""
+    from fsbench.errors import UsageError
+
+    existing = [p for p in outputs if p.exists()]
+    folder_busy = dst.is_dir() and dst.suffix.lower() != ".rec" and any(dst.iterdir())
+    if (existing or folder_busy) and not overwrite:
+        what = existing[0] if existing else dst
+        raise UsageError(f"{what}: exists; pass --overwrite to replace {dst}")
+    if (existing or folder_busy) and not outputs[0].exists():
+        what = existing[0] if existing else dst
+        raise UsageError(f"{what}: exists but {outputs[0]} does not: not a set fsbench wrote, fsbench will not "
+                         "replace it; choose another destination")
 
 
 @fsbench.hookimpl

@@ -47,10 +47,23 @@ class RecFormat(DatasetFormat):
 
     def iter_items(self, path: Path) -> Iterator[tuple[str, str, bytes]]:
         reader = self.reader(path)
+        if reader.renamed:  # never collapse images that list.txt gives one name
+            from fsbench import ui
+
+            ui.warn(f"{reader.rec.with_name('list.txt')}: {reader.renamed} of {len(reader.names or ())} lines repeat "
+                    "an earlier identity/name; those images keep their own file as <name>_k<key>")
         try:
             yield from reader.items()
         finally:
             reader.close()
+
+    def outputs(self, path: Path) -> list[Path]:
+        """The record set `write` makes: NAME.rec, NAME.idx, NAME.list.txt, NAME.property, or in
+        a folder insightface's train.rec, train.idx, list.txt, property (`side_files`)."""
+        from fsbench.data.recordio import side_files
+
+        path = Path(path)
+        return list(side_files(path if path.suffix.lower() == ".rec" else path / "train.rec").values())
 
     def write(self, dataset: FaceDataset, path: Path) -> None:
         """`path` ending in .rec: that file (+ .idx); otherwise a folder with train.rec/train.idx."""

@@ -11,6 +11,7 @@ the rest of the run so that fid followed by kid does not run the network twice.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,26 +54,70 @@ class FeatureStats:
     @classmethod
     def load(cls, path: Path) -> FeatureStats:
         """Read an npz with `mu` and `sigma` (fsbench's or pytorch-fid's)."""
+        from plugins.metrics._distribution_math import statistics_problem
+
         path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such statistics file")
+        headers = _npz_headers(path)  # shapes and dtypes as declared, nothing loaded yet
+        if "mu" not in headers or "sigma" not in headers:
+            raise DatasetError(path, f"has no 'mu' and 'sigma' arrays (found: {', '.join(headers) or 'none'})")
+        (mu_shape, mu_dtype), (sigma_shape, sigma_dtype) = headers["mu"], headers["sigma"]
+        for name, dtype in (("mu", mu_dtype), ("sigma", sigma_dtype)):
+            if dtype.kind not in "fiu":
+                raise DatasetError(path, f"{name} holds {dtype} values, expected numbers")
+        if len(mu_shape) != 1 or tuple(sigma_shape) != (mu_shape[0], mu_shape[0]):
+            raise DatasetError(path, f"mu {tuple(mu_shape)} and sigma {tuple(sigma_shape)} are not a mean (d,) "
+                                     "and its covariance (d, d)")
+        if not 1 <= mu_shape[0] <= MAX_STATS_DIM:
+            raise DatasetError(path, f"declares {mu_shape[0]}-d statistics; fsbench reads 1 to {MAX_STATS_DIM} "
+                                     "dimensions (a corrupt or crafted file?)")
+        for name in ("n", "space"):
+            if name in headers and np.prod(headers[name][0], dtype=np.int64) * headers[name][1].itemsize > 4096:
+                raise DatasetError(path, f"'{name}' declares {headers[name][0]} values, expected one")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such statistics file") from None
-        except (OSError, ValueError, EOFError) as exc:
+            with np.load(path, allow_pickle=False) as z:  # only the arrays used: never a stray large one
+                arrays = {k: z[k] for k in ("mu", "sigma", "n", "space") if k in headers}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DatasetError(path, f"not a readable .npz statistics file ({exc.__class__.__name__})") from None
-        if "mu" not in arrays or "sigma" not in arrays:
-            raise DatasetError(path, f"has no 'mu' and 'sigma' arrays (found: {', '.join(arrays) or 'none'})")
         mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
-        if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
-            raise DatasetError(path, f"mu {mu.shape} and sigma {sigma.shape} are not a mean and its covariance")
+        problem = statistics_problem(mu, sigma)
+        if problem:
+            raise DatasetError(path, problem)
         space = str(arrays["space"]) if "space" in arrays and str(arrays["space"]) else None
-        n = int(arrays["n"]) if "n" in arrays else -1
+        try:
+            n = int(arrays["n"]) if "n" in arrays else -1
+        except (TypeError, ValueError, OverflowError):
+            raise DatasetError(path, f"'n' is {arrays['n']!r}, expected a sample count") from None
         return cls(mu, sigma, n, space)
 
     @classmethod
     def from_moments(cls, moments: RunningMoments, space: str, dropped: int = 0) -> FeatureStats:
         return cls(moments.mean.copy(), moments.cov, moments.n, space, dropped)
+
+
+MAX_STATS_DIM = 16_384  # a (d, d) float64 sigma of 2 GiB; feature spaces in use have 128 to 2,048
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """name -> (shape, dtype) of every array in an .npz, from the .npy headers alone."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            out = {}
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0,
+                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read is None:
+                        raise ValueError(f"unknown .npy format version {version}")
+                    shape, _, dtype = read(fh)
+                out[info.filename[:-4]] = (tuple(int(x) for x in shape), dtype)
+            return out
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(path, f"not a readable .npz statistics file ({exc.__class__.__name__}: {exc})") from None
 
 
 def check_space(found: str | None, wanted: str, source: str) -> None:

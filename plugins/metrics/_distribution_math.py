@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import linalg
 
-__all__ = ["KIDEstimate", "frechet_distance", "kid", "polynomial_mmd2", "prdc", "knn_radii"]
+__all__ = ["KIDEstimate", "frechet_distance", "kid", "polynomial_mmd2", "prdc", "knn_radii", "statistics_problem"]
 
 
 # --------------------------------------------------------------------------- Fréchet distance
@@ -43,6 +43,27 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
     m = (m + m.T) / 2  # (d, d) exactly symmetric for eigvalsh
     w = linalg.eigvalsh(m)
     return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+
+
+def statistics_problem(mu: np.ndarray, sigma: np.ndarray) -> str | None:
+    """Why (mu, sigma) is not a mean and a covariance, or None.
+
+    A covariance is finite, symmetric and positive semi-definite. Round-off leaves tiny
+    negative eigenvalues in real ones (allowed down to -1e-6 x the largest); a clearly
+    negative one makes Tr(sqrtm(S1 S2)) meaningless (a negated sigma gave FID -72)."""
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        return f"mu {mu.shape} and sigma {sigma.shape} are not a mean (d,) and its covariance (d, d)"
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        return "mu or sigma holds NaN or infinite values"
+    scale = float(np.abs(sigma).max()) if sigma.size else 0.0
+    asym = float(np.abs(sigma - sigma.T).max()) if sigma.size else 0.0
+    if asym > 1e-6 * max(scale, 1e-300):
+        return f"sigma is not symmetric (largest |S - S^T| = {asym:.3g}), so not a covariance"
+    w = linalg.eigvalsh((sigma + sigma.T) / 2) if sigma.size else np.zeros(0)
+    if w.size and w[0] < -1e-6 * max(float(w[-1]), 0.0):
+        return (f"sigma has a negative eigenvalue ({w[0]:.3g}; largest {w[-1]:.3g}): "
+                "not a covariance (positive semi-definite)")
+    return None
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

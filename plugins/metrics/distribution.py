@@ -203,7 +203,8 @@ def _side_stats(path: Path, emb_factory, workers: int | None):
               help="Feature space: an embedder spec (default inception; e.g. dlib, inception:clean).")
 @click.option("--inception", type=click.Path(path_type=Path), default=None, metavar="PATH",
               help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); or set FSBENCH_INCEPTION.")
-@click.option("--workers", type=int, default=None, help="Image decoding processes.")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Image decoding processes (0 to 256; 0 decodes in this process).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
 def fid_cmd(a: Path, b: Path, features: str | None, inception: Path | None, workers: int | None, as_json: bool) -> None:
     """Fréchet distance between A and B, each a dataset folder or a statistics .npz.
@@ -273,7 +274,8 @@ def fid_cmd(a: Path, b: Path, features: str | None, inception: Path | None, work
 @click.option("--features", default=INCEPTION, show_default=True, metavar="SPEC", help="Feature space (embedder spec).")
 @click.option("--inception", type=click.Path(path_type=Path), default=None, metavar="PATH",
               help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); or set FSBENCH_INCEPTION.")
-@click.option("--workers", type=int, default=None, help="Image decoding processes.")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Image decoding processes (0 to 256; 0 decodes in this process).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
 def stats_cmd(root: Path, out: Path, features: str, inception: Path | None, workers: int | None, as_json: bool) -> None:
     """Precompute the feature statistics of a dataset folder (pytorch-fid's npz: mu, sigma).

@@ -48,6 +48,7 @@ class VerificationMetric(Metric):
         flip: bool = opt(True, "add the mirrored image's embedding (insightface's flip TTA)")
         folds: int = opt(10, "unshuffled folds of the protocol", min=1)
         root: str | None = opt(None, "image folder for pairs.csv / LFW pairs.txt benchmarks")
+        allow_outside_root: bool = opt(False, "let pairs files name images outside their root (../, absolute, symlinks)")
         batch_size: int | None = opt(None, "images per embedder call (none: the embedder's)", min=1)
 
     def __init__(self, option: str | None = None, **options: Any) -> None:
@@ -55,6 +56,7 @@ class VerificationMetric(Metric):
         super().__init__(option=option, **as_dict(o))
         self.flip, self.n_folds, self.batch_size = o.flip, o.folds, o.batch_size
         self.root = Path(o.root) if o.root else None
+        self.allow_outside_root = o.allow_outside_root
 
     def compute(self, ctx: EvalContext) -> MetricResult:
         import pandas as pd
@@ -66,7 +68,7 @@ class VerificationMetric(Metric):
         scalars: dict[str, float] = {}
         rows, notes, names = [], [], set()
         for path in benchmarks:
-            pairset = open_pairs(path, self.root)
+            pairset = open_pairs(path, self.root, allow_outside_root=self.allow_outside_root)
             name = pairset.name
             k = 2
             while name in names:  # two files with one stem: keep both apart
@@ -99,14 +101,18 @@ class VerificationMetric(Metric):
 @click.option("--lfw-pairs", "lfw_pairs", type=click.Path(path_type=Path),
               help="LFW's pairs.txt; images at ROOT/name/name_0001.jpg.")
 @click.option("--root", type=click.Path(path_type=Path), help="Image folder for --pairs / --lfw-pairs.")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Let --pairs / --lfw-pairs name images outside --root (../, absolute paths, symlinks).")
 @click.option("--embedder", "embedder_spec",
               help="NAME[:OPTION], e.g. iresnet:backbone.pth. Default: $FSBENCH_EMBEDDER, the user config, "
                    "else the judge for procedural-world benchmarks and dlib for others.")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Add the mirrored image's embedding.")
 @click.option("--folds", default=10, show_default=True, help="Unshuffled folds of the protocol.")
-@click.option("--batch-size", default=None, type=int, help="Images per embedder call (default: the embedder's).")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Images per embedder call, at least 1 (default: the embedder's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
-def verify_cmd(bench, pairs_csv, lfw_pairs, root, embedder_spec, flip, folds, batch_size, as_json) -> None:
+def verify_cmd(bench, pairs_csv, lfw_pairs, root, allow_outside_root, embedder_spec, flip, folds, batch_size,
+               as_json) -> None:
     """Face-verification accuracy of an embedder on benchmark pairs (insightface's protocol).
 
     \b
@@ -132,11 +138,11 @@ def verify_cmd(bench, pairs_csv, lfw_pairs, root, embedder_spec, flip, folds, ba
             raise UsageError("--root is for --pairs / --lfw-pairs; a .bin pack holds its images")
         pairset = read_bin_pairs(bench)
     elif pairs_csv is not None:
-        pairset = read_pairs_csv(pairs_csv, root)
+        pairset = read_pairs_csv(pairs_csv, root, allow_outside_root=allow_outside_root)
     else:
         if root is None:
             raise UsageError("--lfw-pairs needs --root DIR, the folder holding name/name_0001.jpg")
-        pairset = read_lfw_pairs(lfw_pairs, root)
+        pairset = read_lfw_pairs(lfw_pairs, root, allow_outside_root=allow_outside_root)
     if folds < 1:
         raise UsageError(f"--folds must be at least 1, got {folds}")
     if embedder_spec is None:  # the default judge, from the benchmark's lineage
