@@ -1,0 +1,41 @@
+"""`fsbench sweep`: one generator option varied over values, each sample scored by metrics.
+
+The output is one row per metric scalar and one column per value, VIGFace's Table 1 layout
+when the option is ``guidance`` and the metric ``iou`` (genuine and impostor IoU against the
+real set, and their average). Each value's samples are keyed like `evaluate --generator`'s, so
+a sweep run again reuses them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsbench.errors import UsageError
+
+__all__ = ["sweep"]
+
+
+def sweep(generator: str, vary: str, *, run_dir: Path | None, ids: int, per_id: int, seed: int, metrics: str,
+          reference: Path | None, embedder: str | None, options: dict[str, str], out: Path,
+          metric_options: dict[str, str] | None = None) -> dict[str, Any]:
+    from fsbench.evaluate_run import run_evaluation
+
+    key, sep, values = vary.partition("=")
+    steps = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key or not steps:
+        raise UsageError(f"--vary {vary!r}: expected KEY=V1,V2,... (e.g. guidance=0.5,1,1.5,2,2.5,3)")
+    if key in options:
+        raise UsageError(f"--vary {key} and -o {key} both set it; drop one")
+    columns: dict[str, dict[str, float]] = {}
+    for value in steps:
+        opts = {f"{generator}.{k}": v for k, v in {**options, key: value}.items()}
+        result = run_evaluation(dataset_dir=None, generator=generator, run_dir=run_dir, ids=ids, per_id=per_id,
+                                seed=seed, metric_specs=metrics, reference_dir=reference, embedder=embedder,
+                                metric_options={**(metric_options or {}), **opts}, out_dir=out / f"{key}={value}")
+        columns[value] = {f"{name}.{scalar}": v for name, r in result.results.items() for scalar, v in r.scalars.items()}
+        judge = result.provenance.get("judge")
+    rows = sorted({row for col in columns.values() for row in col}, key=lambda r: list(columns[steps[0]]).index(r)
+                  if r in columns[steps[0]] else 1_000)
+    table = {row: {value: columns[value].get(row) for value in steps} for row in rows}
+    return {"generator": generator, "vary": key, "values": steps, "table": table, "judge": judge, "out": str(out)}
