@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fsbench-installed
 DEMO   := demo-out
 
-.PHONY: install test lint demo bench judge clean
+.PHONY: install test lint demo bench judge vigface-default clean
 
 install: $(STAMP)
 
@@ -33,6 +33,19 @@ bench: $(STAMP)
 # the same seed gives the same weights only on the same kind of machine (see its recipe.json).
 judge: $(STAMP)
 	$(VENV)/bin/fsbench judge build --out plugins/embedders/judge_weights
+
+# Rebuild VIGFace's embedded default (generators/vigface/embedded): the procedural world of seed 0,
+# both stages of the tiny preset on one CPU thread (about 45 minutes on a 2-core machine), then
+# the weights-only export with its recipe.json. Same seed, same weights on the same kind of machine.
+VIGFACE_BUILD := build/vigface
+VIGFACE_RECIPE := fsbench data make procedural --out world --ids 1000 --per-id 8 --seed 0; \
+  OMP_NUM_THREADS=1 fsbench train vigface --data world --run run --preset tiny; \
+  fsbench runs export run --out generators/vigface/embedded
+vigface-default: $(STAMP)
+	mkdir -p $(VIGFACE_BUILD)
+	cd $(VIGFACE_BUILD) && $(CURDIR)/$(VENV)/bin/fsbench data make procedural --out world --ids 1000 --per-id 8 --seed 0 --resume
+	cd $(VIGFACE_BUILD) && OMP_NUM_THREADS=1 $(CURDIR)/$(VENV)/bin/fsbench train vigface --data world --run run --preset tiny
+	$(VENV)/bin/fsbench runs export $(VIGFACE_BUILD)/run --out generators/vigface/embedded --note "$(VIGFACE_RECIPE)"
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -325,3 +325,15 @@ def test_torchrun_trains_every_stage_and_its_ranks_sample_as_shards(trained, dat
     assert proc.returncode == 0, proc.stderr[-2000:]
     sample(trained, tmp_path / "whole")
     assert tree_bytes(tmp_path / "s") == tree_bytes(tmp_path / "whole")
+
+
+def test_an_exported_run_samples_the_same_bytes_and_cannot_be_trained(cli, trained, data, tmp_path):
+    out = cli.json("runs", "export", trained, "--out", tmp_path / "exp", "--note", "fsbench train toy ...")
+    assert set(out["stages"]) == {"mean", "noise"} and out["commands"] == "fsbench train toy ..."
+    size = sum(p.stat().st_size for p in (tmp_path / "exp").rglob("checkpoint.pt"))
+    assert size < sum(p.stat().st_size for p in trained.rglob("checkpoint.pt"))  # no optimizer states
+    sample(trained, tmp_path / "a")
+    sample(tmp_path / "exp", tmp_path / "b")
+    assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+    r = cli("train", "toy", "--data", data, "--run", tmp_path / "exp")
+    assert r.exit_code == 2 and "exported run (weights only) cannot be trained" in r.stderr

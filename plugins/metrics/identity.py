@@ -427,6 +427,45 @@ def leakage_result(
     )
 
 
+class SourceMatch(_IdentityMetric):
+    """For generators that augment real identities (VIGFace with -o ids=real): the share of
+    images whose nearest reference identity centre is the identity they were made from (the
+    manifest's `source_identity`). Chance is 1 / reference identities."""
+
+    name = "source_match"
+    description = "share of images nearest their source identity's reference centre (real-identity samples)"
+    needs = frozenset({"embeddings", "reference"})
+    higher_is_better = True
+    primary = "share"
+
+    @dataclass(frozen=True)
+    class Options:
+        block_mb: int = opt(64, _BLOCK_MB, min=1)
+
+    def compute(self, ctx: EvalContext) -> MetricResult:
+        ctx.require("reference", self.name)
+        syn, ref = _embeddings(ctx, "dataset"), _embeddings(ctx, "reference")
+        manifest = ctx.dataset.manifest
+        if manifest is None or "source_identity" not in manifest.columns:
+            raise MetricError("the dataset's manifest has no source_identity column (sample real identities)")
+        source = manifest["source_identity"].to_numpy(dtype=object)[syn.index]
+        ref_index = {name: k for k, name in enumerate(ref.identities)}
+        missing = sorted({str(s) for s in source if s not in ref_index})
+        if missing:
+            raise MetricError(f"{len(missing)} source identities are not in the reference, e.g. {missing[0]!r}")
+        n_ref = len(ref.identities)
+        centres = im.class_centres(ref.vectors, ref.labels, n_ref)
+        _, nearest = im.nearest_centre(syn.vectors, centres, valid=im.class_counts(ref.labels, n_ref) > 0,
+                                       block_bytes=self.opts["block_mb"] * 2**20)
+        hit = nearest == np.array([ref_index[s] for s in source])
+        n_syn = len(syn.identities)
+        per_class = np.bincount(syn.labels, weights=hit, minlength=n_syn) / np.maximum(
+            im.class_counts(syn.labels, n_syn), 1)
+        return MetricResult(self.name, {"share": float(hit.mean()), "chance": 1.0 / n_ref, "n_images": int(len(hit)),
+                                        "n_reference_identities": n_ref},
+                            per_item=_frame(syn, im.class_counts(syn.labels, n_syn), share=per_class), space=syn.space)
+
+
 # --------------------------------------------------------------------------- DCFace
 
 
@@ -523,4 +562,4 @@ def consistency_result(emb: Embeddings, *, threshold: float) -> MetricResult:
 
 @fsbench.hookimpl
 def fsbench_register_metrics() -> list[type[Metric]]:
-    return [Consistency, Separability, Diversity, SimilarityIoU, Leakage, Uniqueness, CentreConsistency]
+    return [Consistency, Separability, Diversity, SimilarityIoU, Leakage, Uniqueness, CentreConsistency, SourceMatch]
