@@ -404,8 +404,10 @@ def runs_show_cmd(run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the exported run.")
 @click.option("--note", default="", help="The commands that made the run, for its recipe.json.")
+@click.option("--sample-default", "sample_defaults", multiple=True, metavar="KEY=VALUE",
+              help="A sampling option the exported run recommends (-o on sample still wins).")
 @json_option
-def runs_export_cmd(run_dir: Path, out: Path, note: str, as_json: bool) -> None:
+def runs_export_cmd(run_dir: Path, out: Path, note: str, sample_defaults: tuple[str, ...], as_json: bool) -> None:
     """Export a finished run with weights only (no optimizer state): what a plugin ships.
 
     \b
@@ -414,7 +416,7 @@ def runs_export_cmd(run_dir: Path, out: Path, note: str, as_json: bool) -> None:
     """
     from fsbench.runs import export_run
 
-    recipe = export_run(run_dir, out, note)
+    recipe = export_run(run_dir, out, note, parse_overrides(sample_defaults, "--sample-default"))
     rows = [[name, s["steps"], s["wall_s"], s["bytes"], s["checkpoint_sha256"][:12]] for name, s in recipe["stages"].items()]
     ui.emit(recipe, as_json=as_json, table=ui.table(f"exported {run_dir} -> {out}",
                                                     ["stage", "steps", "wall s", "bytes", "sha256"], rows))

@@ -25,6 +25,7 @@ from typing import Any
 from fsbench import ui
 from fsbench.api import Generator, Stage
 from fsbench.data import FaceDataset
+from fsbench.data.lock import rank0_folder_lock
 from fsbench.errors import CheckpointError, UsageError
 from fsbench.hashing import sha256_of
 from fsbench.judge import is_embedded_world
@@ -205,85 +206,56 @@ def train_generator(
 
     One training per run folder: rank 0 holds ``<run>.lock`` (`fsbench.data.lock`) for the
     whole call, so a second `fsbench train` on the folder is refused naming the first."""
-    with run_lock(run_dir):
-        return _train_generator(generator, data, run_dir, preset, overrides, stage=stage, until=until,
-                                on_step=on_step, show_progress=show_progress)
-
-
-def run_lock(run_dir: str | Path) -> Any:
-    """The lock of a run folder, held by rank 0 only (under torchrun the other ranks write
-    nothing rank 0 has not arranged, and a refused rank 0 ends the whole job)."""
-    import contextlib
-    import os
-
-    from fsbench.data.lock import folder_lock
-
-    if os.environ.get("RANK", "0") != "0":
-        return contextlib.nullcontext()
-    return folder_lock(run_dir)
-
-
-def _train_generator(
-    generator: Generator,
-    data: FaceDataset,
-    run_dir: str | Path,
-    preset: str = "tiny",
-    overrides: dict[str, Any] | None = None,
-    *,
-    stage: str | None = None,
-    until: str | None = None,
-    on_step: Any = None,
-    show_progress: bool = True,
-) -> Run:
     from fsbench.train import dist
     from fsbench.train.loop import TrainEnv, train_loop, write_json
 
-    stages = select_stages(generator, stage, until)
+    stages = select_stages(generator, stage, until)  # bad names and options: refused before the lock
     config = generator.config(preset, overrides)
     run_dir = Path(run_dir)
-    if run_dir.exists() and (run_dir / RUN_INFO).exists():
-        Run.open(run_dir, generator)  # another generator's run: refused before the data is read
-    fingerprint = data.fingerprint()
-    env = TrainEnv.setup(config.device, config.amp, config.seed)  # joins torchrun's process group
-    if env.is_main:
-        run = _open_or_create(run_dir, generator, preset, config, data, fingerprint)
-    dist.barrier()
-    if not env.is_main:  # the other ranks read what rank 0 wrote
-        run = _open_or_create(run_dir, generator, preset, config, data, fingerprint)
-    selected = {s.name for s in stages}
-    for s in stages:  # refuse before any work: every need finished already or trained first here
-        missing = [n for n in s.needs if n not in selected and not run.finished(n)]
-        if missing:
-            run.require(*missing)
-    for s in stages:
-        env = TrainEnv.setup(config.device, config.amp, config.seed)  # reseeded per stage
-        ctx = StageContext(run, s, config, env, data, show_progress)
-        plan = generator.plan_stage(s.name, ctx)
-        env = dataclasses.replace(env, amp_dtype=_dtype(plan.amp_dtype))
-        total = plan.total_steps if config.max_steps <= 0 else min(config.max_steps, plan.total_steps)
-        status = run.status(s.name)
-        if status is not None and status.get("steps") == total:
-            if env.is_main and show_progress:
-                ui.err.print(f"stage {s.name!r} already finished ({total} steps)")
-            continue
-        stage_dir = run.stage_dir(s.name)
-        needs = {n: run.checkpoint_hash(n) for n in s.needs}
-        train_loop(
-            stage_dir, plan.state, plan.step, plan.batches, env=env, total_steps=total,
-            kind=f"{generator.name}.{s.name}", config=to_dict(config), checkpoint_every=config.checkpoint_every,
-            batch_size=plan.batch_size, fingerprint=fingerprint, resumable=generator.resumable,
-            record={"generator": generator.name, "stage": s.name, "preset": preset, **to_dict(config),
-                    "data": str(data.root), "needs": needs},
-            extra={**plan.extra, "needs": needs}, on_step=on_step, show_progress=show_progress,
-            description=f"{generator.name} {s.name}",
-        )
+    with rank0_folder_lock(run_dir):
+        if run_dir.exists() and (run_dir / RUN_INFO).exists():
+            Run.open(run_dir, generator)  # another generator's run: refused before the data is read
+        fingerprint = data.fingerprint()
+        env = TrainEnv.setup(config.device, config.amp, config.seed)  # joins torchrun's process group
         if env.is_main:
-            if plan.on_finish is not None:
-                plan.on_finish(plan.state)
-            write_json(stage_dir / STATUS, {"stage": s.name, "steps": total, "needs": needs,
-                                            "checkpoint_sha256": sha256_of(stage_dir / "checkpoint.pt")})
-        dist.barrier()  # the next stage (on every rank) starts from the finished checkpoint
-    return run
+            run = _open_or_create(run_dir, generator, preset, config, data, fingerprint)
+        dist.barrier()
+        if not env.is_main:  # the other ranks read what rank 0 wrote
+            run = _open_or_create(run_dir, generator, preset, config, data, fingerprint)
+        selected = {s.name for s in stages}
+        for s in stages:  # refuse before any work: every need finished already or trained first here
+            missing = [n for n in s.needs if n not in selected and not run.finished(n)]
+            if missing:
+                run.require(*missing)
+        for s in stages:
+            env = TrainEnv.setup(config.device, config.amp, config.seed)  # reseeded per stage
+            ctx = StageContext(run, s, config, env, data, show_progress)
+            plan = generator.plan_stage(s.name, ctx)
+            env = dataclasses.replace(env, amp_dtype=_dtype(plan.amp_dtype))
+            total = plan.total_steps if config.max_steps <= 0 else min(config.max_steps, plan.total_steps)
+            status = run.status(s.name)
+            if status is not None and status.get("steps") == total:
+                if env.is_main and show_progress:
+                    ui.err.print(f"stage {s.name!r} already finished ({total} steps)")
+                continue
+            stage_dir = run.stage_dir(s.name)
+            needs = {n: run.checkpoint_hash(n) for n in s.needs}
+            train_loop(
+                stage_dir, plan.state, plan.step, plan.batches, env=env, total_steps=total,
+                kind=f"{generator.name}.{s.name}", config=to_dict(config), checkpoint_every=config.checkpoint_every,
+                batch_size=plan.batch_size, fingerprint=fingerprint, resumable=generator.resumable,
+                record={"generator": generator.name, "stage": s.name, "preset": preset, **to_dict(config),
+                        "data": str(data.root), "needs": needs},
+                extra={**plan.extra, "needs": needs}, on_step=on_step, show_progress=show_progress,
+                description=f"{generator.name} {s.name}",
+            )
+            if env.is_main:
+                if plan.on_finish is not None:
+                    plan.on_finish(plan.state)
+                write_json(stage_dir / STATUS, {"stage": s.name, "steps": total, "needs": needs,
+                                                "checkpoint_sha256": sha256_of(stage_dir / "checkpoint.pt")})
+            dist.barrier()  # the next stage (on every rank) starts from the finished checkpoint
+        return run
 
 
 def _dtype(name: str) -> Any:
@@ -341,12 +313,14 @@ def _last_line(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def export_run(root: str | Path, out: str | Path, note: str = "") -> dict[str, Any]:
+def export_run(root: str | Path, out: str | Path, note: str = "",
+               sample_defaults: dict[str, str] | None = None) -> dict[str, Any]:
     """A finished run without what only training needs (optimizer, scheduler and scaler states,
     RNGs): what a plugin ships as its embedded default. Sampling reads it as it reads the run;
     training refuses it (``exported`` in run.json). Writes ``recipe.json`` beside it: the
     data, config, per-stage steps, wall time and platform, the checkpoints' sha256 and `note`
-    (the commands that made it)."""
+    (the commands that made it). `sample_defaults` are sampling options the run recommends
+    (checked against the generator's SampleOptions); `-o` still overrides them."""
     import shutil
 
     import torch
@@ -357,6 +331,8 @@ def export_run(root: str | Path, out: str | Path, note: str = "") -> dict[str, A
     out = Path(out)
     for s in run.generator.stages:
         run.require(s.name)
+    if sample_defaults:
+        run.generator.sample_options(sample_defaults)  # refused here, not at every later sampling
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -381,10 +357,11 @@ def export_run(root: str | Path, out: str | Path, note: str = "") -> dict[str, A
                           "platform": cfg.get("platform"), "world_size": cfg.get("world_size"),
                           "checkpoint_sha256": status["checkpoint_sha256"],
                           "bytes": (dst / "checkpoint.pt").stat().st_size}
-    write_json(tmp / RUN_INFO, {**run.info, "exported": True, "exported_from": str(run.root)})
+    write_json(tmp / RUN_INFO, {**run.info, "exported": True, "exported_from": str(run.root),
+                                "sample_defaults": dict(sample_defaults or {})})
     recipe = {"generator": run.generator.name, "preset": run.preset, "data": run.info.get("data"),
               "data_fingerprint": run.info.get("data_fingerprint"), "config": run.info.get("config"),
-              "stages": stages, "commands": note}
+              "stages": stages, "sample_defaults": dict(sample_defaults or {}), "commands": note}
     write_json(tmp / "recipe.json", recipe)
     if out.exists():
         if not (out / RUN_INFO).exists():

@@ -31,13 +31,13 @@ import orjson
 from fsbench import ui
 from fsbench.api import Identity, SampleKey, Sampler
 from fsbench.data.dataset import INFO_NAME, FaceDataset
-from fsbench.data.writer import MANIFEST_NAME, write_csv, write_item
+from fsbench.data.lock import LOCK_SUFFIX, FolderLock
+from fsbench.data.writer import MANIFEST_NAME, move_into_place, write_csv, write_item
 from fsbench.errors import UsageError
 
 __all__ = ["Shard", "SamplingRequest", "chunks", "keys_for", "parse_shard", "sample_dataset"]
 
 REQUEST = "request.json"
-LOCK = "finalize.lock"
 
 
 @dataclass(frozen=True)
@@ -177,45 +177,32 @@ def _check_replaceable(partial: Path) -> None:
 
 
 def _finalize(partial: Path, out: Path, rows: dict[str, dict[str, Any]], info: dict[str, Any]) -> bool:
-    """Write manifest.csv and dataset.json and move the folder into place (one shard does)."""
+    """Write manifest.csv and dataset.json and move the folder into place: the one shard that
+    holds ``<out>.finalize.lock`` does (a dead finisher's lock is taken over); False when
+    another shard is finishing, or has finished, the dataset."""
     import fsbench
 
+    lock = FolderLock(out, path=out.with_name(out.name + ".finalize" + LOCK_SUFFIX), command="finalize")
     try:
-        fd = os.open(partial / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        pid = (partial / LOCK).read_text().strip()
-        if pid.isdigit() and _alive(int(pid)):
-            return False  # another shard is finishing the dataset right now
-        fd = os.open(partial / LOCK, os.O_WRONLY | os.O_TRUNC)  # its finisher died: take over
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    ordered = [rows[k] for k in sorted(rows)]
-    write_csv(partial / MANIFEST_NAME, ordered)
-    info = {**info, "identities": len({r["identity"] for r in ordered}), "images": len(ordered),
-            "fsbench_version": fsbench.__version__,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-    (partial / INFO_NAME).write_text(json.dumps(info, indent=2, default=str) + "\n")
-    for name in [*partial.glob("journal-*.jsonl"), partial / REQUEST, partial / LOCK]:
-        name.unlink()
-    for name in partial.glob("journal-*.lock"):  # shards that finished (or died): not part of the dataset
-        name.unlink(missing_ok=True)
-    if out.exists():  # --overwrite: swap, then remove the old dataset
-        old = out.with_name(out.name + f".old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(partial, out)
-    return True
-
-
-def _alive(pid: int) -> bool:
+        lock.acquire()
+    except UsageError:
+        return False  # another shard is finishing the dataset right now
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        if not partial.exists():
+            return False  # it finished the dataset while we waited
+        ordered = [rows[k] for k in sorted(rows)]
+        write_csv(partial / MANIFEST_NAME, ordered)
+        info = {**info, "identities": len({r["identity"] for r in ordered}), "images": len(ordered),
+                "fsbench_version": fsbench.__version__,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+        (partial / INFO_NAME).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        for name in [*partial.glob("journal-*.jsonl"), partial / REQUEST]:
+            name.unlink()
+        for name in partial.glob("journal-*.lock"):  # shards that finished (or died): not part of the dataset
+            name.unlink(missing_ok=True)
+        move_into_place(partial, out)
+    finally:
+        lock.release()
     return True
 
 
@@ -340,6 +327,9 @@ def plan_sampling(generator: Any, run_dir: str | Path | None, *, n_ids: int, per
         run.require(*(s.name for s in generator.stages))
         config = run.config
         lineage = run.embedded_world()
+        # a run may recommend sampling options (an exported default: fewer DDIM steps on CPU);
+        # -o wins, and the request records what was used
+        overrides = {**run.info.get("sample_defaults", {}), **overrides}
     else:
         if run_dir is not None:
             raise UsageError(f"generator {generator.name!r} needs no training: drop --run")

@@ -328,12 +328,19 @@ def test_torchrun_trains_every_stage_and_its_ranks_sample_as_shards(trained, dat
 
 
 def test_an_exported_run_samples_the_same_bytes_and_cannot_be_trained(cli, trained, data, tmp_path):
-    out = cli.json("runs", "export", trained, "--out", tmp_path / "exp", "--note", "fsbench train toy ...")
+    out = cli.json("runs", "export", trained, "--out", tmp_path / "exp", "--note", "fsbench train toy ...",
+                   "--sample-default", "weights=last")
+    assert out["sample_defaults"] == {"weights": "last"}
     assert set(out["stages"]) == {"mean", "noise"} and out["commands"] == "fsbench train toy ..."
     size = sum(p.stat().st_size for p in (tmp_path / "exp").rglob("checkpoint.pt"))
     assert size < sum(p.stat().st_size for p in trained.rglob("checkpoint.pt"))  # no optimizer states
-    sample(trained, tmp_path / "a")
-    sample(tmp_path / "exp", tmp_path / "b")
+    sample(trained, tmp_path / "a", weights="last")
+    sample(tmp_path / "exp", tmp_path / "b")  # its recommended weights=last
     assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "dataset.json").read_text())["request"]["options"]["weights"] == "last"
+    sample(tmp_path / "exp", tmp_path / "c", weights="ema")  # -o still wins
+    assert tree_bytes(tmp_path / "c") != tree_bytes(tmp_path / "b")
+    bad = cli("runs", "export", trained, "--out", tmp_path / "x", "--sample-default", "weights=best")
+    assert bad.exit_code == 2 and "weights" in bad.stderr
     r = cli("train", "toy", "--data", data, "--run", tmp_path / "exp")
     assert r.exit_code == 2 and "exported run (weights only) cannot be trained" in r.stderr

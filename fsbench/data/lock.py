@@ -30,7 +30,7 @@ from typing import Any
 
 from fsbench.errors import UsageError
 
-__all__ = ["FolderLock", "folder_lock", "lock_path", "live_holder"]
+__all__ = ["FolderLock", "folder_lock", "live_holder", "lock_path", "rank0_folder_lock"]
 
 LOCK_SUFFIX = ".lock"
 _EMPTY_GRACE_S = 30.0  # an unreadable lock this young may be one being written right now
@@ -206,3 +206,13 @@ def folder_lock(folder: str | Path, *, command: str | None = None, path: str | P
         yield lock
     finally:
         lock.release()
+
+
+def rank0_folder_lock(path: str | Path) -> Any:
+    """`folder_lock` held by rank 0 only: under torchrun the other ranks write nothing rank 0
+    has not arranged, and a refused rank 0 ends the whole job (training run folders)."""
+    import contextlib
+
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return folder_lock(path)

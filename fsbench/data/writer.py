@@ -191,13 +191,7 @@ class DatasetWriter:
         }
         (self.partial / INFO_NAME).write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
         (self.partial / ROWS_NAME).unlink()
-        if self.out_dir.exists():
-            old = self.out_dir.with_name(self.out_dir.name + f".old-{os.getpid()}")
-            os.replace(self.out_dir, old)
-            os.replace(self.partial, self.out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(self.partial, self.out_dir)
+        move_into_place(self.partial, self.out_dir)
         self._lock.release()
         return FaceDataset.open(self.out_dir, sizes=self._sizes)  # sizes of resumed items: read from disk
 
@@ -323,6 +317,19 @@ def _write_file(folder: str, name: str, data: bytes | bytearray) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
+
+
+def move_into_place(done: str | Path, target: str | Path) -> None:
+    """Rename a finished folder to `target`; an existing `target` (what --overwrite replaces)
+    is swapped out first and removed only once the new folder is in place."""
+    done, target = Path(done), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(done, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(done, target)
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -240,57 +240,43 @@ def train_fr(
 
     `indices` restricts training to those items (the head still has every identity);
     `on_step(step, record)` is called after every step (tests use it to "kill" a run).
-    Rank 0 holds the run folder's lock throughout (`fsbench.runs.run_lock`).
+    Rank 0 holds the run folder's lock throughout (`fsbench.data.lock.rank0_folder_lock`).
     """
-    from fsbench.runs import run_lock
+    from fsbench.data.lock import rank0_folder_lock
 
-    with run_lock(run_dir):
-        return _train_fr(data, run_dir, preset, overrides, on_step=on_step, show_progress=show_progress,
-                         indices=indices)
-
-
-def _train_fr(
-    data: FaceDataset | str | Path,
-    run_dir: str | Path,
-    preset: str = "tiny",
-    overrides: dict[str, Any] | None = None,
-    *,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-    show_progress: bool = True,
-    indices: np.ndarray | None = None,
-) -> FRRun:
-    cfg = fr_config(preset, overrides)
-    ds = data if isinstance(data, FaceDataset) else FaceDataset.open(data)
-    if ds.num_identities < 2:
-        raise DatasetError(ds.root, f"has {ds.num_identities} identity; face-recognition training needs at least 2")
-    run_dir = Path(run_dir)
-    env = TrainEnv.setup(cfg["device"], cfg["amp"], cfg["seed"])
-    batches = TrainBatches(
-        ds, cfg["batch_size"], cfg["input_size"], cfg["seed"], env.dist.rank, env.dist.world_size,
-        flip=cfg["flip"], cache=cfg["cache_images"], workers=cfg["workers"],
-        show_progress=show_progress and env.is_main, indices=indices,
-    )
-    spe = batches.steps_per_epoch
-    data_fp = ds.fingerprint()
-    if indices is not None:  # a subset is other data: include which items in the key
-        data_fp += "-" + hashlib.sha256(batches.pool.tobytes()).hexdigest()[:8]
-    total = cfg["epochs"] * spe if cfg["max_steps"] <= 0 else min(cfg["max_steps"], cfg["epochs"] * spe)
-    state = fr_state(cfg, ds.num_identities, env.device)
-    resized = tuple(ds.image_size) != (cfg["input_size"],) * 2
-    result = train_loop(
-        run_dir, state, fr_step(cfg), batches, env=env, total_steps=total, kind="fr", config=cfg,
-        checkpoint_every=cfg["checkpoint_every"], batch_size=cfg["batch_size"], fingerprint=data_fp,
-        record={"preset": preset, **cfg, "data": str(ds.root), "num_classes": ds.num_identities,
-                "images": len(batches.pool), "resize": RESIZE if resized else "none"},
-        extra={"identities": list(ds.identities)}, resumable=RESUMABLE_CHANGES, on_step=on_step,
-        show_progress=show_progress,
-    )
-    if env.is_main:
-        tmp = run_dir / f".{BACKBONE}.tmp-{os.getpid()}"
-        torch.save(state.modules["backbone"].state_dict(), tmp)
-        os.replace(tmp, run_dir / BACKBONE)
-    dist.barrier()
-    return FRRun(run_dir, result.checkpoint, run_dir / BACKBONE, result.steps, result.seconds, result.loss, cfg)
+    with rank0_folder_lock(run_dir):
+        cfg = fr_config(preset, overrides)
+        ds = data if isinstance(data, FaceDataset) else FaceDataset.open(data)
+        if ds.num_identities < 2:
+            raise DatasetError(ds.root, f"has {ds.num_identities} identity; face-recognition training needs at least 2")
+        run_dir = Path(run_dir)
+        env = TrainEnv.setup(cfg["device"], cfg["amp"], cfg["seed"])
+        batches = TrainBatches(
+            ds, cfg["batch_size"], cfg["input_size"], cfg["seed"], env.dist.rank, env.dist.world_size,
+            flip=cfg["flip"], cache=cfg["cache_images"], workers=cfg["workers"],
+            show_progress=show_progress and env.is_main, indices=indices,
+        )
+        spe = batches.steps_per_epoch
+        data_fp = ds.fingerprint()
+        if indices is not None:  # a subset is other data: include which items in the key
+            data_fp += "-" + hashlib.sha256(batches.pool.tobytes()).hexdigest()[:8]
+        total = cfg["epochs"] * spe if cfg["max_steps"] <= 0 else min(cfg["max_steps"], cfg["epochs"] * spe)
+        state = fr_state(cfg, ds.num_identities, env.device)
+        resized = tuple(ds.image_size) != (cfg["input_size"],) * 2
+        result = train_loop(
+            run_dir, state, fr_step(cfg), batches, env=env, total_steps=total, kind="fr", config=cfg,
+            checkpoint_every=cfg["checkpoint_every"], batch_size=cfg["batch_size"], fingerprint=data_fp,
+            record={"preset": preset, **cfg, "data": str(ds.root), "num_classes": ds.num_identities,
+                    "images": len(batches.pool), "resize": RESIZE if resized else "none"},
+            extra={"identities": list(ds.identities)}, resumable=RESUMABLE_CHANGES, on_step=on_step,
+            show_progress=show_progress,
+        )
+        if env.is_main:
+            tmp = run_dir / f".{BACKBONE}.tmp-{os.getpid()}"
+            torch.save(state.modules["backbone"].state_dict(), tmp)
+            os.replace(tmp, run_dir / BACKBONE)
+        dist.barrier()
+        return FRRun(run_dir, result.checkpoint, run_dir / BACKBONE, result.steps, result.seconds, result.loss, cfg)
 
 
 def load_backbone(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IResNet, dict[str, Any]]:

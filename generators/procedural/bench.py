@@ -21,13 +21,13 @@ Written per protocol under ``benchmarks/<name>/``: ``images/<identity>/<n>.jpg``
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from fsbench import ui
+from fsbench.data.writer import move_into_place
 from fsbench.errors import UsageError
 from generators.procedural.items import Job, identity_name, image_name
 from generators.procedural.params import DEFAULT_STRENGTHS, HELD_OUT_BASE, PROTOCOLS, Strengths
@@ -122,13 +122,7 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     bins = [encoded[(a, ia)] if t == 0 else encoded[(b, ib)] for a, ia, b, ib, _s, _f in plan for t in (0, 1)]
     write_bin(tmp / f"{protocol}.bin", bins, [p[4] for p in plan])
     (tmp / "bench.json").write_text(json.dumps(_settings(seed, size, pairs, strengths), indent=2) + "\n")
-    if final.exists():
-        old = root / f".{protocol}.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
+    move_into_place(tmp, final)
     return final
 
 
