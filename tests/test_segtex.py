@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -298,3 +299,19 @@ def test_a_local_vgg19_file_serves_the_perceptual_loss_and_is_recorded(world, tm
     extra = Run.open(tmp_path / "r", SegTex()).load("segmap")["extra"]
     assert extra["feature_net"] == "vgg19" and extra["vgg_sha256"] == sha256_of(vgg)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["config"]["vgg_path"] == str(vgg)
+
+
+def test_the_embedded_default_is_shipped_with_its_recipe_and_samples_without_a_run(cli, tmp_path):
+    from fsbench.hashing import sha256_of
+    from generators.segtex import EMBEDDED
+
+    recipe = json.loads((EMBEDDED / "recipe.json").read_text())
+    assert recipe["generator"] == "segtex" and "fsbench train segtex" in recipe["commands"]
+    for stage, info in recipe["stages"].items():
+        ckpt = EMBEDDED / stage / "checkpoint.pt"
+        assert sha256_of(ckpt) == info["checkpoint_sha256"] and ckpt.stat().st_size < 20_000_000
+    out = cli.json("evaluate", "--generator", "segtex", "--ids", "4", "--per-id", "3", "--metrics", "sep,cst",
+                   "--out", tmp_path / "ev")
+    assert out["provenance"]["judge"]["spec"] == "judge" and out["metrics"]["cst"]["n_identities"] == 4
+    info = json.loads((Path(out["dataset"]) / "dataset.json").read_text())
+    assert info["embedded_world"] is True and info["sampler"]["textures"].endswith("textures")

@@ -20,11 +20,14 @@ import: torch is loaded when a stage is planned or a run sampled.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import fsbench
 from fsbench.api import Generator, Stage
 from generators.segtex.config import PRESETS, SegTexConfig, SegTexOptions
+
+EMBEDDED = Path(__file__).parent / "embedded"
 
 
 class SegTex(Generator):
@@ -45,6 +48,11 @@ class SegTex(Generator):
         from generators.segtex.stages import plan_segmap, plan_texture
 
         return plan_segmap(ctx) if stage == "segmap" else plan_texture(ctx)
+
+    def default_run(self) -> Path | None:
+        """The tiny run trained on the embedded world, with a small texture pool, shipped in the
+        package (see its recipe.json)."""
+        return EMBEDDED if (EMBEDDED / "run.json").exists() else None
 
     def sampler(self, run: Any, config: Any, options: Any) -> Any:
         from generators.segtex.sampler import SegTexSampler

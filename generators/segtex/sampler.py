@@ -48,7 +48,10 @@ class SegTexSampler(Sampler):
         g.load_state_dict(segmap["modules"]["generator"])
         t, _ = build_texture(config)
         t.load_state_dict(texture["ema" if options.weights == "ema" else "modules"]["texture"])
-        source = options.textures or run.info["data"]
+        # -o textures=DIR, else a texture pool shipped inside the run (the embedded default), else
+        # the data the run was trained on
+        shipped = run.root / "textures"
+        source = options.textures or (str(shipped) if shipped.is_dir() else run.info["data"])
         pool = FaceDataset.open(source)
         self.context = SegTexContext(
             segmap=g.to(self.device).eval(), texture=t.to(self.device).eval(), device=self.device,
