@@ -427,7 +427,7 @@ def test_options_are_typed_and_unknown_ones_refused():
 
 def test_metrics_are_registered():
     names = {cls.name for cls in idm.fsbench_register_metrics()}
-    assert names == {"cst", "sep", "div", "iou", "leakage", "uniqueness", "consistency"}
+    assert names == {"cst", "sep", "div", "iou", "leakage", "uniqueness", "consistency", "source_match"}
 
 
 def _write_dataset(root: Path, ids: int, per_id: int, seed: int, size: int = 112) -> Path:
