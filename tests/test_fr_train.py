@@ -47,13 +47,7 @@ def learnable_folder(root: Path, ids: int = 6, per_id: int = 8, size: int = 32, 
     return root
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest, and spares the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 @pytest.fixture(scope="module")

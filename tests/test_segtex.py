@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import types
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,12 +26,7 @@ MICRO = {"segmap_batch_size": 8, "texture_batch_size": 8, "segmap_epochs": 1, "t
          "checkpoint_every": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 @pytest.fixture(scope="module")
@@ -299,19 +293,3 @@ def test_a_local_vgg19_file_serves_the_perceptual_loss_and_is_recorded(world, tm
     extra = Run.open(tmp_path / "r", SegTex()).load("segmap")["extra"]
     assert extra["feature_net"] == "vgg19" and extra["vgg_sha256"] == sha256_of(vgg)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["config"]["vgg_path"] == str(vgg)
-
-
-def test_the_embedded_default_is_shipped_with_its_recipe_and_samples_without_a_run(cli, tmp_path):
-    from fsbench.hashing import sha256_of
-    from generators.segtex import EMBEDDED
-
-    recipe = json.loads((EMBEDDED / "recipe.json").read_text())
-    assert recipe["generator"] == "segtex" and "fsbench train segtex" in recipe["commands"]
-    for stage, info in recipe["stages"].items():
-        ckpt = EMBEDDED / stage / "checkpoint.pt"
-        assert sha256_of(ckpt) == info["checkpoint_sha256"] and ckpt.stat().st_size < 20_000_000
-    out = cli.json("evaluate", "--generator", "segtex", "--ids", "4", "--per-id", "3", "--metrics", "sep,cst",
-                   "--out", tmp_path / "ev")
-    assert out["provenance"]["judge"]["spec"] == "judge" and out["metrics"]["cst"]["n_identities"] == 4
-    info = json.loads((Path(out["dataset"]) / "dataset.json").read_text())
-    assert info["embedded_world"] is True and info["sampler"]["textures"].endswith("textures")

@@ -44,12 +44,7 @@ from generators.segtex.texture_net import SPADE, MultiscaleDiscriminator, SPADEG
 TINY, PAPER = SIZES["tiny"], SIZES["paper"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 def _params(net: torch.nn.Module) -> int:

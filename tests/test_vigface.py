@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,12 +27,7 @@ MICRO = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 # --------------------------------------------------------------------------- the network
@@ -308,24 +302,3 @@ def test_bad_input_is_refused_before_any_work(cli, world, micro_run, tmp_path):
     ckpt = broken / "diffusion" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:500])
     refused("sample", "vigface", "--run", broken, "--out", tmp_path / "s", "-o", "steps=3", match="checkpoint.pt")
-
-
-# --------------------------------------------------------------------------- the shipped default
-
-
-def test_the_embedded_default_is_shipped_with_its_recipe_and_samples_without_a_run(cli, tmp_path):
-    from fsbench.hashing import sha256_of
-    from generators.vigface import EMBEDDED
-
-    recipe = json.loads((EMBEDDED / "recipe.json").read_text())
-    assert recipe["generator"] == "vigface" and recipe["preset"] == "tiny" and "fsbench train vigface" in recipe["commands"]
-    for stage, info in recipe["stages"].items():
-        ckpt = EMBEDDED / stage / "checkpoint.pt"
-        assert sha256_of(ckpt) == info["checkpoint_sha256"] and ckpt.stat().st_size < 20_000_000
-        assert info["platform"]["torch"] and info["wall_s"] > 0
-    out = cli.json("evaluate", "--generator", "vigface", "--ids", "4", "--per-id", "3", "-o", "vigface.steps=4",
-                   "--metrics", "sep,cst", "--out", tmp_path / "ev")
-    assert out["provenance"]["judge"]["spec"] == "judge" and out["metrics"]["cst"]["n_identities"] == 4
-    info = json.loads((Path(out["dataset"]) / "dataset.json").read_text())
-    assert info["embedded_world"] is True and info["request"]["checkpoints"]["diffusion"] == \
-        recipe["stages"]["diffusion"]["checkpoint_sha256"]
