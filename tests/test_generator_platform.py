@@ -344,3 +344,27 @@ def test_an_exported_run_samples_the_same_bytes_and_cannot_be_trained(cli, train
     assert bad.exit_code == 2 and "weights" in bad.stderr
     r = cli("train", "toy", "--data", data, "--run", tmp_path / "exp")
     assert r.exit_code == 2 and "exported run (weights only) cannot be trained" in r.stderr
+
+
+def test_data_pairs_are_balanced_identity_disjoint_folds_and_seeded(cli, data, tmp_path):
+    import pandas as pd
+
+    out = cli.json("data", "pairs", data, "--out", tmp_path / "p.csv", "--pairs", 40, "--folds", 2)
+    assert out["pairs"] == 40 and out["genuine"] == 20
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert list(p.columns) == ["path_a", "path_b", "same", "fold"]
+    ident = lambda path: path.split("/")[0]  # noqa: E731
+    assert all((ident(a) == ident(b)) == bool(s) for a, b, s in zip(p.path_a, p.path_b, p.same))
+    assert (p.path_a != p.path_b).all()
+    for f in (0, 1):
+        assert (p[p.fold == f].same.sum(), (p.fold == f).sum()) == (10, 20)
+    ids = [set(p[p.fold == f].path_a.map(ident)) | set(p[p.fold == f].path_b.map(ident)) for f in (0, 1)]
+    assert not ids[0] & ids[1]  # a fold's identities appear in no other fold
+    again = cli.json("data", "pairs", data, "--out", tmp_path / "q.csv", "--pairs", 40, "--folds", 2)
+    assert again["pairs"] == 40 and (tmp_path / "p.csv").read_bytes() == (tmp_path / "q.csv").read_bytes()
+    other = cli.json("data", "pairs", data, "--out", tmp_path / "r.csv", "--pairs", 40, "--folds", 2, "--seed", 1)
+    assert other["pairs"] == 40 and (tmp_path / "r.csv").read_bytes() != (tmp_path / "p.csv").read_bytes()
+    v = cli.json("verify", "--pairs", tmp_path / "p.csv", "--root", data, "--embedder", "pixels")
+    assert v["pairs"] == 40 and v["folds"] == 2
+    bad = cli("data", "pairs", data, "--out", tmp_path / "x.csv", "--pairs", 30)
+    assert bad.exit_code == 2 and "multiple of 20" in bad.stderr
