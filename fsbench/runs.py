@@ -228,16 +228,19 @@ def train_generator(
             if missing:
                 run.require(*missing)
         for s in stages:
+            status = run.status(s.name)
+            if status is not None and "planned_steps" in status:  # finished: skip without planning it
+                if status["steps"] == _capped(status["planned_steps"], config.max_steps):
+                    if dist.detect().is_main and show_progress:
+                        ui.err.print(f"stage {s.name!r} already finished ({status['steps']} steps)")
+                    continue
             env = TrainEnv.setup(config.device, config.amp, config.seed)  # reseeded per stage
             ctx = StageContext(run, s, config, env, data, show_progress)
             plan = generator.plan_stage(s.name, ctx)
             env = dataclasses.replace(env, amp_dtype=_dtype(plan.amp_dtype))
-            total = plan.total_steps if config.max_steps <= 0 else min(config.max_steps, plan.total_steps)
-            status = run.status(s.name)
+            total = _capped(plan.total_steps, config.max_steps)
             if status is not None and status.get("steps") == total:
-                if env.is_main and show_progress:
-                    ui.err.print(f"stage {s.name!r} already finished ({total} steps)")
-                continue
+                continue  # finished before status.json recorded planned_steps
             stage_dir = run.stage_dir(s.name)
             needs = {n: run.checkpoint_hash(n) for n in s.needs}
             train_loop(
@@ -252,10 +255,16 @@ def train_generator(
             if env.is_main:
                 if plan.on_finish is not None:
                     plan.on_finish(plan.state)
-                write_json(stage_dir / STATUS, {"stage": s.name, "steps": total, "needs": needs,
+                write_json(stage_dir / STATUS, {"stage": s.name, "steps": total, "planned_steps": plan.total_steps,
+                                                "needs": needs,
                                                 "checkpoint_sha256": sha256_of(stage_dir / "checkpoint.pt")})
             dist.barrier()  # the next stage (on every rank) starts from the finished checkpoint
         return run
+
+
+def _capped(planned: int, max_steps: int) -> int:
+    """A stage's steps: its plan's, or at most max_steps when that is set (smoke runs)."""
+    return planned if max_steps <= 0 else min(max_steps, planned)
 
 
 def _dtype(name: str) -> Any:

@@ -368,3 +368,20 @@ def test_data_pairs_are_balanced_identity_disjoint_folds_and_seeded(cli, data, t
     assert v["pairs"] == 40 and v["folds"] == 2
     bad = cli("data", "pairs", data, "--out", tmp_path / "x.csv", "--pairs", 30)
     assert bad.exit_code == 2 and "multiple of 20" in bad.stderr
+
+
+def test_training_a_finished_run_again_plans_nothing(data, tmp_path, monkeypatch):
+    """A finished stage is skipped from its status.json, before its models are built or its
+    data decoded; a larger max_steps does plan and extend it."""
+    from fsbench.data import FaceDataset
+
+    ds = FaceDataset.open(data)
+    train_generator(gen(), ds, tmp_path / "r", overrides={"max_steps": 3}, show_progress=False)
+    planned = []
+    real = type(gen()).plan_stage
+    monkeypatch.setattr(type(gen()), "plan_stage", lambda self, stage, ctx: planned.append(stage) or real(self, stage, ctx))
+    train_generator(gen(), ds, tmp_path / "r", overrides={"max_steps": 3}, show_progress=False)
+    assert planned == []
+    train_generator(gen(), ds, tmp_path / "r", overrides={"max_steps": 5}, show_progress=False)
+    assert planned == ["mean", "noise"]
+    assert [Run.open(tmp_path / "r", gen()).status(s)["steps"] for s in ("mean", "noise")] == [5, 5]
