@@ -63,6 +63,21 @@ def fresh_registry():
     registry_mod.set_registry(None)
 
 
+def run_cli(*args: object) -> None:
+    """`fsbench ARGS` in-process for a fixture; a failure shows the command's output."""
+    from fsbench.cli import get_cli
+
+    r = CliRunner().invoke(get_cli(), [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+
+
+def micro_train(generator: str, world: Path, run: Path, overrides: dict) -> Path:
+    """Train every stage of `generator` on `world` into `run` with `overrides` (a micro run)."""
+    run_cli("train", generator, "--data", world, "--run", run, "--json",
+            *sum((["-o", f"{k}={v}"] for k, v in overrides.items()), []))
+    return run
+
+
 class Cli:
     """Runs `fsbench ...` in-process; stdout and stderr kept apart, as a shell sees them."""
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import micro_train, run_cli
 from PIL import Image
 
 import fsbench
@@ -31,28 +32,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thr
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from click.testing import CliRunner
-
-    from fsbench.cli import get_cli
-
     root = tmp_path_factory.mktemp("stx") / "world"
-    r = CliRunner().invoke(get_cli(), ["data", "make", "procedural", "--out", str(root), "--ids", "8",
-                                       "--per-id", "4", "--workers", "1", "--size", "64"])
-    assert r.exit_code == 0, r.output
+    run_cli("data", "make", "procedural", "--out", root, "--ids", "8", "--per-id", "4", "--workers", "1", "--size", "64")
     return root
 
 
 @pytest.fixture(scope="module")
 def micro_run(world, tmp_path_factory):
-    from click.testing import CliRunner
-
-    from fsbench.cli import get_cli
-
-    run = tmp_path_factory.mktemp("stxrun") / "run"
-    opts = sum((["-o", f"{k}={v}"] for k, v in MICRO.items()), [])
-    r = CliRunner().invoke(get_cli(), ["train", "segtex", "--data", str(world), "--run", str(run), "--json", *opts])
-    assert r.exit_code == 0, r.output
-    return run
+    return micro_train("segtex", world, tmp_path_factory.mktemp("stxrun") / "run", MICRO)
 
 
 # --------------------------------------------------------------------------- config and steps

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import micro_train, run_cli
 from torch import nn
 from torch.nn import functional as F
 
@@ -221,28 +222,15 @@ def test_without_virtual_embeddings_virtual_prototypes_collapse_with_them_they_s
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from click.testing import CliRunner
-
-    from fsbench.cli import get_cli
-
     root = tmp_path_factory.mktemp("vig") / "world"
-    r = CliRunner().invoke(get_cli(), ["data", "make", "procedural", "--out", str(root), "--ids", "16",
-                                       "--per-id", "5", "--workers", "1", "--size", "64", "--no-masks"])
-    assert r.exit_code == 0, r.output
+    run_cli("data", "make", "procedural", "--out", root, "--ids", "16", "--per-id", "5", "--workers", "1",
+            "--size", "64", "--no-masks")
     return root
 
 
 @pytest.fixture(scope="module")
 def micro_run(world, tmp_path_factory):
-    from click.testing import CliRunner
-
-    from fsbench.cli import get_cli
-
-    run = tmp_path_factory.mktemp("vigrun") / "run"
-    opts = sum((["-o", f"{k}={v}"] for k, v in MICRO.items()), [])
-    r = CliRunner().invoke(get_cli(), ["train", "vigface", "--data", str(world), "--run", str(run), "--json", *opts])
-    assert r.exit_code == 0, r.output
-    return run
+    return micro_train("vigface", world, tmp_path_factory.mktemp("vigrun") / "run", MICRO)
 
 
 def test_micro_run_trains_both_stages_and_logs_fig_3b(micro_run):
