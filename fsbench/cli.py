@@ -364,8 +364,15 @@ def train_cmd(generator: str, data_dir: Path, run_dir: Path, preset: str, overri
     select_stages(gen, stage, until)  # a wrong stage name is refused before the data is read
     cfg_overrides = parse_overrides(overrides)
     gen.config(preset, cfg_overrides)  # ... and so is a wrong option
-    train_generator(gen, FaceDataset.open(data_dir), run_dir, preset, cfg_overrides, stage=stage, until=until,
-                    show_progress=not as_json)
+    from fsbench.train import dist
+
+    try:
+        train_generator(gen, FaceDataset.open(data_dir), run_dir, preset, cfg_overrides, stage=stage, until=until,
+                        show_progress=not as_json)
+    finally:
+        dist.shutdown()  # leave torchrun's process group before exit (gloo aborts a process that does not)
+    if not dist.detect().is_main:
+        return  # under torchrun only rank 0 reports
     _show_run(describe_run(run_dir), as_json)
 
 
