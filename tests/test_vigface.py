@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,6 +257,12 @@ def test_sampling_virtual_and_real_identities(cli, micro_run, tmp_path):
     m = pd.read_csv(tmp_path / "r" / "manifest.csv")
     assert real["identities"] == 2 and set(m["guidance"]) == {0.5} and not m["is_virtual"].any()
     assert list(m["source_identity"][::2]) == ["id_00000000", "id_00000001"]
+    both = cli.json("sample", "vigface", "--run", micro_run, "--out", tmp_path / "r2", "--ids", "1", "--per-id", "1",
+                    "-o", "ids=real", "-o", "steps=3", "-o", "guidance_real=1.5", "-o", "guidance_virtual=9")
+    assert both["identities"] == 1 and sampler_info(tmp_path / "r2")["guidance"] == 1.5
+    over = cli.json("sample", "vigface", "--run", micro_run, "--out", tmp_path / "r3", "--ids", "1", "--per-id", "1",
+                    "-o", "ids=real", "-o", "steps=3", "-o", "guidance_real=1.5", "-o", "guidance=2")
+    assert over["identities"] == 1 and sampler_info(tmp_path / "r3")["guidance"] == 2.0
     info = json.loads((tmp_path / "r" / "dataset.json").read_text())
     assert info["sampler"]["weights"] == "ema" and set(info["request"]["checkpoints"]) == {"fr", "diffusion"}
 
@@ -290,3 +297,20 @@ def test_bad_input_is_refused_before_any_work(cli, world, micro_run, tmp_path):
     ckpt = broken / "diffusion" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:500])
     refused("sample", "vigface", "--run", broken, "--out", tmp_path / "s", "-o", "steps=3", match="checkpoint.pt")
+
+
+def test_the_embedded_run_recommends_its_sampling_defaults(cli, tmp_path):
+    """The shipped tiny run samples real identities at w 1.5 (README: 82.7 % stay nearest their
+    own identity, 25.3 % at the paper's 0.5) and virtual ones at the paper's 2.5."""
+    real = cli.json("sample", "vigface", "--out", tmp_path / "r", "--ids", "1", "--per-id", "1", "-o", "ids=real",
+                    "-o", "steps=2")
+    virtual = cli.json("sample", "vigface", "--out", tmp_path / "v", "--ids", "1", "--per-id", "1", "-o", "steps=2")
+    assert real["images"] == virtual["images"] == 1
+    assert sampler_info(tmp_path / "r")["guidance"] == 1.5 and sampler_info(tmp_path / "v")["guidance"] == 2.5
+    paper = cli.json("sample", "vigface", "--out", tmp_path / "p", "--ids", "1", "--per-id", "1", "-o", "ids=real",
+                     "-o", "steps=2", "-o", "guidance_real=0.5")
+    assert paper["images"] == 1 and sampler_info(tmp_path / "p")["guidance"] == 0.5
+
+
+def sampler_info(dataset: Path) -> dict:
+    return json.loads((dataset / "dataset.json").read_text())["sampler"]

@@ -81,7 +81,10 @@ PRESETS: dict[str, dict[str, object]] = {
 class VIGFaceOptions:
     ids: Literal["virtual", "real"] = opt("virtual", "virtual: rows of the virtual prototypes (new people); "
                                           "real: prototypes of training identities (augmentation)")
-    guidance: float | None = opt(None, "w of Eq. 9 (default: 2.5 for virtual, 0.5 for real identities)", min=0)
+    guidance: float | None = opt(None, "w of Eq. 9 for either kind of identity (overrides the two below)", min=0)
+    guidance_virtual: float = opt(2.5, "w of Eq. 9 for virtual identities (Table 1's 2.5)", min=0)
+    guidance_real: float = opt(0.5, "w of Eq. 9 for real identities (the paper's 0.5; the embedded "
+                               "default ships 1.5, see README)", min=0)
     steps: int = opt(100, "DDIM steps", min=1, max=10_000)
     weights: Literal["ema", "last"] = opt("ema", "which diffusion weights to sample")
     batch_size: int = opt(32, "keys per forward batch (each forward holds 2x: with and without condition)", min=1)

@@ -2,7 +2,8 @@
 
 Virtual identities are rows n .. n + k - 1 (new people: `-o ids=virtual`, guidance 2.5 by
 default), real ones rows 0 .. n - 1 (more images of training identities: `-o ids=real`,
-guidance 0.5), as Table 1 uses them. The condition is the unit prototype; x_T is drawn from
+guidance 0.5; the shipped tiny run recommends 1.5, which its run.json sets), as Table 1
+uses them. The condition is the unit prototype; x_T is drawn from
 the key alone (seed, row, image index), so an image never depends on its batch or shard.
 """
 
@@ -21,8 +22,6 @@ from fsbench.train.device import pick_device
 from generators.vigface.diffusion import CosineSchedule, ddim_sample
 from generators.vigface.stages import build_uvit
 
-DEFAULT_GUIDANCE = {"virtual": 2.5, "real": 0.5}
-
 
 class VIGFaceSampler(Sampler):
     suffix = ".png"
@@ -40,7 +39,8 @@ class VIGFaceSampler(Sampler):
         self.model.load_state_dict(diffusion["ema" if options.weights == "ema" else "modules"]["uvit"])
         self.model.to(self.device).eval()
         self.schedule = CosineSchedule(config.diffusion_steps)
-        self.guidance = DEFAULT_GUIDANCE[options.ids] if options.guidance is None else options.guidance
+        by_kind = options.guidance_virtual if options.ids == "virtual" else options.guidance_real
+        self.guidance = by_kind if options.guidance is None else options.guidance
         if options.steps > config.diffusion_steps:
             raise UsageError(f"-o steps={options.steps}: at most the schedule's T={config.diffusion_steps}")
         self.batch_size = options.batch_size

@@ -41,7 +41,7 @@ def markdown(res: dict) -> str:
     judge = res["virtual"]["judge"]
     rows = [
         ("virtual identities (w 2.5)", "virtual"), ("real identities, w 0.5 (paper)", "real"),
-        ("real identities, w 1.5", "real-w1.5"), ("the world: 100 training identities x 10", "world"),
+        ("real identities, w 1.5 (the embedded default)", "real-w1.5"), ("the world: 100 training identities x 10", "world"),
         ("the world: unseen photos of them", "fresh"),
     ]
     lines = [
@@ -101,7 +101,7 @@ def test_vigface_embedded_default_under_the_judge(tmp_path):
     fsbench("data", "make", "procedural", "--out", real100, "--ids", 100, "--per-id", 10, "--seed", 0)
     common = ["--run", run, "--ids", 100, "--per-id", 10, "-o", f"steps={STEPS}"]
     fsbench("sample", "vigface", "--out", tmp_path / "virtual", *common)
-    fsbench("sample", "vigface", "--out", tmp_path / "real", *common, "-o", "ids=real")  # w 0.5, the paper's
+    fsbench("sample", "vigface", "--out", tmp_path / "real", *common, "-o", "ids=real", "-o", "guidance=0.5")  # the paper's
     fsbench("sample", "vigface", "--out", tmp_path / "real-w1.5", *common, "-o", "ids=real", "-o", "guidance=1.5")
     fresh_world_images(tmp_path / "fresh")
     res: dict = {"steps": STEPS, "run": run}
