@@ -21,7 +21,8 @@ from fsbench.api import PipelineStep
 from generators.segtex import SegTex
 from generators.segtex.config import PRESETS, SegTexConfig
 from generators.segtex.data import nearest_map
-from generators.segtex.steps import SLOTS, Augment, Pose, gaussian_kernel, pose_grid
+from generators.segtex.sampler import SegTexSampler
+from generators.segtex.steps import SLOTS, Augment, Maps, Pose, SegTexContext, gaussian_kernel, pose_grid
 
 MICRO = {"segmap_batch_size": 8, "texture_batch_size": 8, "segmap_epochs": 1, "texture_epochs": 2,
          "checkpoint_every": 3}
@@ -118,6 +119,45 @@ def test_augment_draws_its_parameters_per_item_and_zero_strength_changes_nothing
 
 
 # --------------------------------------------------------------------------- training
+
+
+def _maps_batch(map_textures: str):
+    """Three images of one identity through step 1 with a stand-in segmap net whose map is 1
+    where the hair crop is brighter than its mean, so the map shows which crop shaped it."""
+    rng = np.random.default_rng(1)
+    pool = rng.integers(0, 256, (6, 5, 8, 8, 3), dtype=np.uint8)
+
+    def segmap(skin, hair, mouth):
+        lum = hair.mean(1, keepdim=True)  # (B, 1, S, S)
+        return torch.cat([lum <= lum.mean((2, 3), keepdim=True), lum > lum.mean((2, 3), keepdim=True)], 1).float()
+
+    ctx = SegTexContext(segmap=segmap, texture=None, device=torch.device("cpu"), pool_regions=pool,
+                        pool_paths=[f"p{k}" for k in range(6)], options=_options(map_textures=map_textures),
+                        weights="ema", size=8)
+    identity = np.repeat(pool[[0]], 3, axis=0)  # (3, 5, S, S, 3): every image starts from item 0's crops
+    batch = {**_batch(3), "regions": identity.copy(), "segtex": ctx}
+    rngs = [np.random.default_rng([0, 0, j, 0]) for j in range(3)]
+    return Maps().apply(batch, rngs), identity, pool
+
+
+def test_step_1_shapes_the_map_with_drawn_crops_and_paints_it_with_the_identitys_own():
+    batch, identity, pool = _maps_batch("identity")
+    hair = [int(p["maps"]["hair_source"][1:]) for p in batch["params"]]
+    assert len(set(hair)) > 1  # three draws, different hairstyles
+    for i, h in enumerate(hair):  # the map is the drawn crop's
+        lum = pool[h, 1].astype(float).mean(-1)
+        assert np.array_equal(batch["maps"][i], (lum > lum.mean()).astype(np.uint8))
+    assert np.array_equal(batch["regions"], identity)  # the textures stay the identity's
+    drawn, _, pool = _maps_batch("drawn")
+    assert all(np.array_equal(drawn["regions"][i, 1], pool[int(p["maps"]["hair_source"][1:]), 1])
+               for i, p in enumerate(drawn["params"]))
+
+
+def test_the_first_pool_size_identities_never_share_a_skin():
+    fake = types.SimpleNamespace(context=types.SimpleNamespace(pool_paths=list(range(40))), _order=None)
+    rows = [SegTexSampler.source(fake, 7, r) for r in range(45)]
+    assert sorted(rows[:40]) == list(range(40)) and rows[40:] == rows[:5]
+    assert [SegTexSampler.source(fake, 8, r) for r in range(40)] != rows[:40]  # another seed, another order
 
 
 def test_micro_run_trains_both_stages_and_records_the_feature_network(micro_run):

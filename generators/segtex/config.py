@@ -78,6 +78,9 @@ class SegTexOptions:
     """``fsbench sample segtex -o KEY=VALUE``: the seven steps' strengths (Sec. III.C)."""
 
     maps_per_identity: int = opt(10, "step 1: distinct maps per identity (image j uses map j mod this)", min=1)
+    map_textures: Literal["identity", "drawn"] = opt(
+        "identity", "step 1: identity: the drawn hair and mouth crops shape the map, the identity's own crops "
+        "paint it (a new hairstyle, the same hair); drawn: the drawn crops paint it too")
     texture_jitter: float = opt(0.15, "step 2: each region crop's colour gain is drawn in 1 +- this", min=0, max=1)
     pose_max_yaw: float = opt(30.0, "step 4: yaw drawn in +- this many degrees", min=0, max=80)
     pose_max_pitch: float = opt(10.0, "step 4: pitch drawn in +- this many degrees", min=0, max=60)

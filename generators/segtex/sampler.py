@@ -1,7 +1,7 @@
 """Sampling SegTex: world-free identities through the seven-step pipeline (steps.py).
 
 Identity row r is a function of (seed, r) alone: its skin and eye crops come from the texture
-pool's item ``default_rng([seed, r]).integers(N)`` (the run's training data by default, or
+pool's item ``default_rng([seed, N]).permutation(N)[r mod N]`` (the run's training data by default, or
 ``-o textures=DIR``), recorded as the manifest's ``skin_source``. Image j of identity r then
 goes through the pipeline's steps in order; each step draws from its own generator
 ``default_rng([seed, r, j, slot_index])`` (the maps step from ``[seed, r, j mod
@@ -29,6 +29,7 @@ from fsbench.data import FaceDataset
 from fsbench.errors import UsageError
 from fsbench.pipeline import resolve
 from fsbench.train.device import pick_device
+from fsbench.ui import warn
 from generators.segtex.data import SegTexData
 from generators.segtex.stages import build_segmap, build_texture
 from generators.segtex.steps import PIPELINE, SLOTS, SegTexContext
@@ -65,16 +66,28 @@ class SegTexSampler(Sampler):
         self.slot_index = {**{s: k for k, s in enumerate(SLOTS)}, **{s: len(SLOTS) + k for k, s in enumerate(added)}}
         self.record = self.pipeline.record()
         self.batch_size = options.batch_size
+        self._order: tuple[int, np.ndarray] | None = None
         self.info = {"pipeline": self.record, "weights": options.weights, "device": str(self.device),
                      "image_size": config.image_size, "maps_per_identity": options.maps_per_identity,
                      "feature_net": texture["extra"].get("feature_net"), "textures": str(source),
                      "textures_fingerprint": pool.fingerprint(), "textures_items": len(pool)}
 
     def source(self, seed: int, row: int) -> int:
-        """The pool item that gives identity `row` its skin and eyes."""
-        return int(np.random.default_rng([seed, row]).integers(len(self.context.pool_paths)))
+        """The pool item that gives identity `row` its skin and eyes.
+
+        Rows walk one seeded permutation of the pool, so the first N identities never share a
+        skin (independent draws would: 50 from a pool of 100 repeat about 12 pairs, and two
+        identities with one face make impostor pairs that are genuine); row r >= N reuses the
+        item of row r mod N, which identities() warns about."""
+        n = len(self.context.pool_paths)
+        if self._order is None or self._order[0] != seed:
+            self._order = (seed, np.random.default_rng([seed, n]).permutation(n))
+        return int(self._order[1][row % n])
 
     def identities(self, n_ids: int, seed: int) -> list[Identity]:
+        if n_ids > len(self.context.pool_paths):
+            warn(f"--ids {n_ids} is more than the texture pool's {len(self.context.pool_paths)} faces: identities "
+                 f"beyond them share a skin with an earlier one (-o textures=DIR gives a larger pool)")
         return [Identity(f"segtex_{r:06d}", r, {"skin_source": self.context.pool_paths[self.source(seed, r)]})
                 for r in range(n_ids)]
 
