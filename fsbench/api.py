@@ -365,7 +365,7 @@ class PipelineStep(Plugin):
     `apply` gets a batch ``{"images": uint8 (B, H, W, 3), "maps": uint8 (B, H, W) or None,
     "keys": [SampleKey], "params": [dict]}`` and returns it changed; it writes what it drew
     for each item into ``params[i][slot]`` (the manifest records it), drawing only from
-    ``rngs[i]``, the item's own generator, so an item's result never depends on its batch.
+    ``rngs[i]``, the item's own generator, so an item's draws never depend on its batch.
     """
 
     pipeline: ClassVar[str]

@@ -70,3 +70,11 @@ def fsbench_register_pipeline_steps():
     from generators.segtex.steps import STEPS
 
     return list(STEPS)
+
+
+@fsbench.hookimpl
+def fsbench_register_commands(commands):
+    from generators.segtex.edit import edit_cmd
+
+    commands.group("segtex", "SegTex's own tools: attribute editing (Figure 6a).")
+    commands.add(edit_cmd, under="segtex")

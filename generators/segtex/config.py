@@ -93,6 +93,10 @@ class SegTexOptions:
     augment_balance: float = opt(0.1, "step 7: per-channel colour gain in 1 +- this", min=0, max=1)
     augment_blur: float = opt(1.0, "step 7: Gaussian blur sigma in [0, this] pixels", min=0, max=10)
     weights: Literal["ema", "last"] = opt("ema", "which texture-network weights to sample")
+    painter: Literal["network", "untrained", "mean_colour"] = opt(
+        "network", "step 3's painter: the trained texture network; untrained: the same network at its seeded "
+        "initialisation; mean_colour: each class of the map in its region crop's mean colour (the baselines "
+        "that show what training adds)")
     textures: str | None = opt(None, "folder (with masks/ and regions/) to draw textures from; default: the run's data")
     batch_size: int = opt(32, "keys per batch through the networks and the steps", min=1)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto: CUDA when present, else CPU")

@@ -5,9 +5,11 @@ pool's item ``default_rng([seed, N]).permutation(N)[r mod N]`` (the run's traini
 ``-o textures=DIR``), recorded as the manifest's ``skin_source``. Image j of identity r then
 goes through the pipeline's steps in order; each step draws from its own generator
 ``default_rng([seed, r, j, slot_index])`` (the maps step from ``[seed, r, j mod
-maps_per_identity, 0]``: ten maps per identity), so an image never depends on its batch,
-its shard, or on the draws of another step (replacing the pose step leaves augment's
-draws as they were).
+maps_per_identity, 0]``: ten maps per identity), so an image's draws never depend on its
+batch, its shard, or on the draws of another step (replacing the pose step leaves augment's
+draws as they were). Its floats can: a batched convolution sums in another order, moving a
+value by 1 of 255 now and then (2 of 196,608 at batch 32 vs 1, reports/benchmarks/segtex.md);
+fsbench.sampling's fixed chunks are why sharded and unsharded runs still write the same bytes.
 
 Every image's manifest row records each slot: the step that filled it (``pose:
 segtex.pose``) or ``not installed``, and the step's parameters as ``<slot>_<key>`` columns
@@ -32,7 +34,7 @@ from fsbench.train.device import pick_device
 from fsbench.ui import warn
 from generators.segtex.data import SegTexData
 from generators.segtex.stages import build_segmap, build_texture
-from generators.segtex.steps import PIPELINE, SLOTS, SegTexContext
+from generators.segtex.steps import PIPELINE, SLOTS, SegTexContext, class_colours
 
 
 class SegTexSampler(Sampler):
@@ -47,17 +49,25 @@ class SegTexSampler(Sampler):
         self.device = pick_device(options.device)
         g, _ = build_segmap(config)
         g.load_state_dict(segmap["modules"]["generator"])
-        t, _ = build_texture(config)
-        t.load_state_dict(texture["ema" if options.weights == "ema" else "modules"]["texture"])
+        with torch.random.fork_rng(devices=[]):  # painter=untrained: the network at a seeded start
+            torch.manual_seed(config.seed)
+            t, _ = build_texture(config)
+        if options.painter == "network":
+            t.load_state_dict(texture["ema" if options.weights == "ema" else "modules"]["texture"])
         # -o textures=DIR, else a texture pool shipped inside the run (the embedded default), else
         # the data the run was trained on
         shipped = run.root / "textures"
         source = options.textures or (str(shipped) if shipped.is_dir() else run.info["data"])
         pool = FaceDataset.open(source)
+        pool_data = SegTexData(pool, config.image_size)
+        colours = None
+        if options.painter == "mean_colour":
+            every = pool_data.read(range(len(pool)))
+            colours = class_colours(every.maps, every.images)
         self.context = SegTexContext(
             segmap=g.to(self.device).eval(), texture=t.to(self.device).eval(), device=self.device,
-            pool_regions=SegTexData(pool, config.image_size).all_crops(), pool_paths=[it.path for it in pool.items],
-            options=options, weights=options.weights, size=config.image_size)
+            pool_regions=pool_data.all_crops(), pool_paths=[it.path for it in pool.items],
+            options=options, weights=options.weights, size=config.image_size, class_colours=colours)
         self.pipeline = resolve(PIPELINE, SLOTS)
         self.pipeline.options = {s.name: options for s in self.pipeline.slots}  # every step reads SegTexOptions
         self.steps = self.pipeline.steps()
@@ -67,7 +77,7 @@ class SegTexSampler(Sampler):
         self.record = self.pipeline.record()
         self.batch_size = options.batch_size
         self._order: tuple[int, np.ndarray] | None = None
-        self.info = {"pipeline": self.record, "weights": options.weights, "device": str(self.device),
+        self.info = {"pipeline": self.record, "weights": options.weights, "painter": options.painter, "device": str(self.device),
                      "image_size": config.image_size, "maps_per_identity": options.maps_per_identity,
                      "feature_net": texture["extra"].get("feature_net"), "textures": str(source),
                      "textures_fingerprint": pool.fingerprint(), "textures_items": len(pool)}

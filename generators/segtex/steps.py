@@ -44,8 +44,9 @@ import numpy as np
 
 from fsbench.api import PipelineStep
 
-__all__ = ["SLOTS", "STEPS", "Age", "Augment", "Maps", "Pose", "Refiner", "SegTexContext", "TextureApplication",
-           "TextureRandomisation", "gaussian_kernel", "pose_grid"]
+__all__ = ["PAINTED_FROM", "SLOTS", "STEPS", "Age", "Augment", "Maps", "Pose", "Refiner", "SegTexContext",
+           "TextureApplication", "TextureRandomisation", "class_colours", "gaussian_kernel", "mean_colour_paint",
+           "pose_grid"]
 
 PIPELINE = "segtex"
 SLOTS = ("maps", "texture_randomisation", "texture_application", "pose", "refiner", "age", "augment")
@@ -63,6 +64,7 @@ class SegTexContext:
     options: Any  # SegTexOptions
     weights: str  # "ema" or "last"
     size: int  # S, the networks' side
+    class_colours: np.ndarray | None = None  # (19, 3) float: the pool's mean colour per class (painter mean_colour)
 
     def crops(self, items: Sequence[int], regions: Sequence[int] | slice = slice(None)) -> np.ndarray:
         """Pool items' crops resized to S: (len(items), len(regions), S, S, 3) uint8."""
@@ -144,13 +146,48 @@ class TextureApplication(PipelineStep):
         from generators.segtex.stages import onehot
 
         c = _ctx(batch)
-        with torch.no_grad():
-            seg = onehot(torch.from_numpy(batch["maps"]).to(c.device))
-            parts = [_to_float(batch["regions"][:, k], c.device) for k in range(batch["regions"].shape[1])]
-            batch["images"] = _to_uint8(c.texture(seg, *parts))
+        if c.options.painter == "mean_colour":
+            batch["images"] = mean_colour_paint(batch["maps"], batch["regions"], c.class_colours)
+        else:
+            with torch.no_grad():
+                seg = onehot(torch.from_numpy(batch["maps"]).to(c.device))
+                parts = [_to_float(batch["regions"][:, k], c.device) for k in range(batch["regions"].shape[1])]
+                batch["images"] = _to_uint8(c.texture(seg, *parts))
         for p in batch["params"]:
-            p[self.slot] = {"weights": c.weights}
+            p[self.slot] = {"weights": c.weights, "painter": c.options.painter}
         return batch
+
+
+# map classes the mean-colour baseline paints from each region crop (REGIONS order) (CelebAMask-HQ indices:
+# generators.procedural.render.CLASSES); the skin crop stands for every skin-coloured part
+PAINTED_FROM = {0: (1, 2, 6, 7, 8, 9, 17), 1: (13, 14), 2: (4,), 3: (5,), 4: (10, 11, 12)}
+
+
+def class_colours(maps: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """(N, S, S) maps, (N, S, S, 3) images -> (19, 3): each class's mean colour over a pool
+    (mid grey for a class the pool never shows): what the baseline paints outside the regions."""
+    colours = np.full((19, 3), 127.5)
+    for k in range(19):
+        hit = maps == k
+        if hit.any():
+            colours[k] = images[hit].mean(0)
+    return colours
+
+
+def mean_colour_paint(maps: np.ndarray, regions: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """The per-region mean-colour baseline: every class of the map in one flat colour, the mean of
+    its region crop's non-black pixels (crops are black outside their region), else the pool's
+    mean colour of that class. (B, S, S), (B, 5, S, S, 3) -> (B, S, S, 3) uint8."""
+    out = colours[maps.astype(np.int64)]  # (B, S, S, 3)
+    for k, classes in PAINTED_FROM.items():
+        crop = regions[:, k].reshape(len(regions), -1, 3).astype(np.float64)  # (B, S*S, 3)
+        inside = crop.max(-1) > 8  # JPEG leaves near-black noise outside the region
+        n = inside.sum(1)
+        mean = (crop * inside[..., None]).sum(1) / np.maximum(n, 1)[:, None]  # (B, 3)
+        for b in np.flatnonzero(n):
+            hit = np.isin(maps[b], classes)
+            out[b][hit] = mean[b]
+    return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
 def pose_grid(yaw: np.ndarray, pitch: np.ndarray, size: int, depth: float) -> np.ndarray:

@@ -4,7 +4,9 @@ Virtual identities are rows n .. n + k - 1 (new people: `-o ids=virtual`, guidan
 default), real ones rows 0 .. n - 1 (more images of training identities: `-o ids=real`,
 guidance 0.5; the shipped tiny run recommends 1.5, which its run.json sets), as Table 1
 uses them. The condition is the unit prototype; x_T is drawn from
-the key alone (seed, row, image index), so an image never depends on its batch or shard.
+the key alone (seed, row, image index), so an image's noise never depends on its batch or
+shard (its floats may move by rounding with another -o batch_size; sampling's fixed chunks keep
+shards byte-identical).
 """
 
 from __future__ import annotations
