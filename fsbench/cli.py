@@ -127,6 +127,24 @@ def parse_overrides(pairs: tuple[str, ...], option: str = "-o") -> dict[str, str
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, nothing else.")
+overwrite_option = click.option("--overwrite", is_flag=True,
+                                help="Replace the results an earlier run wrote in --out (its stale figures too).")
+keep_going_option = click.option("--keep-going", is_flag=True,
+                                 help="Exit 0 when a metric fails (the others' results are saved either way).")
+
+
+def _metric_failures(failed: dict[str, str], keep_going: bool, where: Path | str) -> None:
+    """Metrics that failed (the others' results are saved): exit 1 with their reasons on stderr,
+    or with --keep-going a warning and exit 0."""
+    if not failed:
+        return
+    reasons = "; ".join(f"{name}: {(reason.strip().splitlines() or ['?'])[0]}" for name, reason in failed.items())
+    message = f"{len(failed)} metric{'s' * (len(failed) > 1)} failed ({reasons}); the other results are saved in {where}"
+    if keep_going:
+        ui.warn(message + " (--keep-going)")
+        return
+    ui.error(message + "; --keep-going exits 0 anyway")
+    click.get_current_context().exit(1)
 
 
 @click.group(cls=FsbenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": EPILOG_WIDTH})
@@ -265,7 +283,7 @@ def data_info_cmd(root: Path, skip_bad: bool, as_json: bool) -> None:
         f"dataset {root}",
         ["identities", "images", "size (HxW)", "per identity (min/mean/max)", "skipped", "fingerprint"],
         [[info["identities"], info["images"], "x".join(map(str, info["image_size"])),
-          f"{counts['min']}/{counts['mean']:.1f}/{counts['max']}", len(info["skipped"]), info["fingerprint"]]],
+          f"{counts['min']}/{ui.format_number(counts['mean'])}/{counts['max']}", len(info["skipped"]), info["fingerprint"]]],
     )
     ui.emit(info, as_json=as_json, table=table)
     for path, reason in info["skipped"]:
@@ -480,6 +498,9 @@ def _check_counts(ids: int, per_id: int) -> None:
 
 @cli.command("evaluate")
 @click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path), help="Dataset folder to score.")
+@click.option("--embeddings", "embeddings", type=click.Path(path_type=Path), metavar="FILE.npz",
+              help="Score precomputed vectors instead of images: an .npz with embeddings (N, D) and labels (N,), "
+                   "optionally reference_embeddings, reference_labels, serfiq.")
 @click.option("--generator", help="Sample this generator first (with --run, --ids, --per-id) and score the samples.")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Trained run of --generator.")
 @click.option("--ids", default=100, show_default=True, help="With --generator: identities to sample.")
@@ -493,6 +514,8 @@ def _check_counts(ids: int, per_id: int) -> None:
               help="Verification benchmark file (repeatable).")
 @click.option("-o", "options", multiple=True, metavar="METRIC.KEY=VALUE", help="Option for one metric.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Folder for metrics.json, per_identity.parquet, figures.")
+@overwrite_option
+@keep_going_option
 @click.option("--seed", default=0, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Leave out unreadable images and list them.")
 @click.option("--no-cache", is_flag=True, help="Recompute embeddings even when cached.")
@@ -500,27 +523,36 @@ def _check_counts(ids: int, per_id: int) -> None:
               help="Embedding cache (default $FSBENCH_CACHE or ~/.cache/fsbench).")
 @json_option
 def evaluate_cmd(dataset_dir, generator, run_dir, ids, per_id, reference_dir, metric_specs, embedder, features,
-                 benches, options, out_dir, seed, skip_bad, no_cache, cache_dir, as_json) -> None:
+                 benches, options, out_dir, seed, skip_bad, no_cache, cache_dir, as_json, overwrite=False,
+                 keep_going=False, embeddings=None) -> None:
     """Score a dataset (or a generator's samples) with metric plugins.
+
+    A folder already holding results is refused unless --overwrite; a metric that fails
+    exits 1 (the others' results are saved) unless --keep-going.
 
     \b
     Examples:
       fsbench evaluate --dataset syn --embedder dlib:aligned --metrics cst,sep,iou --reference real
       fsbench evaluate --generator vigface --run runs/vig --embedder iresnet:r50:w.pth --metrics sep,cst
+      fsbench evaluate --embeddings emb.npz --metrics cst,sep,iou   # vectors computed elsewhere
     """
     from fsbench.evaluate_run import run_evaluation
+    from fsbench.results_folder import ResultsFolder
 
-    result = run_evaluation(
-        dataset_dir=dataset_dir, generator=generator, run_dir=run_dir, ids=ids, per_id=per_id,
-        reference_dir=reference_dir, metric_specs=metric_specs, embedder=embedder, features=features,
-        benches=list(benches), metric_options=parse_overrides(options), out_dir=out_dir, seed=seed,
-        skip_bad=skip_bad, use_cache=not no_cache, cache_dir=cache_dir,
-    )
+    # samples/ (--generator) is a cache keyed by the sampling request: never listed nor removed
+    with ResultsFolder("evaluate", overwrite=overwrite, markers=("metrics.json",), cache_dirs=("samples",)) as folder:
+        result = run_evaluation(
+            dataset_dir=dataset_dir, generator=generator, run_dir=run_dir, ids=ids, per_id=per_id,
+            reference_dir=reference_dir, metric_specs=metric_specs, embedder=embedder, features=features,
+            benches=list(benches), metric_options=parse_overrides(options), out_dir=out_dir, seed=seed,
+            skip_bad=skip_bad, use_cache=not no_cache, cache_dir=cache_dir, results_folder=folder, embeddings=embeddings,
+        )
     ui.emit(result.to_json(), as_json=as_json, table=result.table())
     if not as_json:
         for note in result.notes():
-            ui.out.print(f"[dim]note:[/dim] {note}", soft_wrap=True)
+            ui.note(note)
         ui.out.print(f"saved {result.out_dir}/metrics.json")
+    _metric_failures(result.errors, keep_going, result.out_dir)
 
 
 @cli.command("sweep")
@@ -535,30 +567,41 @@ def evaluate_cmd(dataset_dir, generator, run_dir, ids, per_id, reference_dir, me
 @click.option("--embedder", help="Face embedder (default: the judge for embedded-world data, else dlib).")
 @click.option("-o", "options", multiple=True, metavar="KEY=VALUE", help="A sampling option held fixed.")
 @click.option("--out", "out_dir", default=Path("sweep"), show_default=True, type=click.Path(path_type=Path))
+@overwrite_option
+@keep_going_option
 @json_option
 def sweep_cmd(generator, vary, run_dir, ids, per_id, seed, metric_specs, reference_dir, embedder, options, out_dir,
-              as_json) -> None:
+              as_json, overwrite=False, keep_going=False) -> None:
     """Vary one sampling option and score each sample set: VIGFace's Table 1 with guidance and iou.
 
     \b
     Example:
       fsbench sweep vigface --vary guidance=0.5,1,1.5,2,2.5,3 --reference world --metrics iou
     """
+    from fsbench.results_folder import ResultsFolder
     from fsbench.sweep import sweep
 
-    res = sweep(generator, vary, run_dir=run_dir, ids=ids, per_id=per_id, seed=seed, metrics=metric_specs,
-                reference=reference_dir, embedder=embedder, options=parse_overrides(options), out=out_dir)
+    # each value's samples (VALUE/samples/) are a cache: --overwrite keeps them, so they are reused
+    with ResultsFolder("sweep", overwrite=overwrite, markers=("*/metrics.json",), cache_dirs=("*/samples",),
+                       path=out_dir) as folder:
+        res = sweep(generator, vary, run_dir=run_dir, ids=ids, per_id=per_id, seed=seed, metrics=metric_specs,
+                    reference=reference_dir, embedder=embedder, options=parse_overrides(options), out=out_dir,
+                    results_folder=folder)
     title = f"{generator}: {res['vary']} sweep ({ids} ids x {per_id}, judge {(res['judge'] or {}).get('spec')})"
     rows = [[name, *vals.values()] for name, vals in res["table"].items()]
     ui.emit(res, as_json=as_json, table=ui.table(title, [res["vary"], *res["values"]], rows))
+    failed = {f"{name} at {res['vary']}={value}": reason for value, errs in res["errors"].items()
+              for name, reason in errs.items()}
+    _metric_failures(failed, keep_going, out_dir)
 
 
 @cli.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
 @click.option("--title", default="fsbench comparison", show_default=True)
+@overwrite_option
 @json_option
-def report_cmd(runs: tuple[Path, ...], out_dir: Path, title: str, as_json: bool) -> None:
+def report_cmd(runs: tuple[Path, ...], out_dir: Path, title: str, as_json: bool, overwrite: bool = False) -> None:
     """Compare evaluation folders in one table (Markdown, CSV) with figures.
 
     \b
@@ -566,11 +609,13 @@ def report_cmd(runs: tuple[Path, ...], out_dir: Path, title: str, as_json: bool)
       fsbench report eval/vigface eval/segtex eval/real --out reports/2026-11
     """
     from fsbench.report.compare import write_report
+    from fsbench.results_folder import ResultsFolder
 
-    report = write_report(list(runs), out_dir, title=title)
-    ui.emit(report.to_json(), as_json=as_json, table=report.table())
-    if not as_json:
-        ui.out.print(f"wrote {report.markdown}")
+    with ResultsFolder("report", overwrite=overwrite, markers=("report.md", "results.csv")) as folder:
+        report = write_report(list(runs), out_dir, title=title, results_folder=folder)
+        ui.emit(report.to_json(), as_json=as_json, table=report.table())
+        if not as_json:
+            ui.out.print(f"wrote {report.markdown}")
 
 
 @cli.command("demo")

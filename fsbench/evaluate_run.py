@@ -23,6 +23,7 @@ from fsbench.data import FaceDataset
 from fsbench.errors import MetricError, UsageError
 from fsbench.evaluation import EvalContext
 from fsbench.registry import get_registry
+from fsbench.results_folder import ResultsFolder
 
 
 @dataclass
@@ -53,6 +54,18 @@ class EvaluationResult:
             "out": str(self.out_dir),
         }
 
+    def to_pandas(self):
+        """One row (the dataset) and one column per metric scalar, ``cst.mean``, ``sep.std``...,
+        as `fsbench report` lays out its table; a failed metric has no column.
+        ``pandas.concat([r.to_pandas() for r in results])`` lines several evaluations up."""
+        import pandas as pd
+
+        row = {f"{name}.{key}": value for name in self.names() if name in self.results
+               for key, value in self.results[name].scalars.items()}
+        frame = pd.DataFrame([row], index=[Path(self.dataset).name or self.dataset], dtype=float)
+        frame.index.name = "dataset"
+        return frame
+
     def notes(self) -> list[str]:
         notes = [f"{name}: {n}" for name, r in self.results.items() for n in r.notes]
         notes += [f"{name}: {msg}" for name, msg in self.errors.items()]
@@ -77,7 +90,7 @@ class EvaluationResult:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return ui.format_number(v)
 
 
 def _git_commit() -> str | None:
@@ -129,14 +142,56 @@ def _open_generated(generator: str, run_dir: Path | None, ids: int, per_id: int,
     return dataset
 
 
+EMBEDDED_WORLD_SEED = 0  # the world the shipped embedded defaults trained on (their recipe.json)
+
+
+def _embedded_world_reference(ids: int, per_id: int, samples: Path) -> FaceDataset:
+    """`--generator G` with no --run and no --reference: the shipped default trained on the seed-0
+    world, so a metric that needs a reference (fd, iou, leakage) gets those people, as many as
+    were sampled (the first `ids` identities, `per_id` images each), rendered once into the cache."""
+    ui.err.print(f"reference: the embedded world the default run trained on (procedural seed {EMBEDDED_WORLD_SEED}, "
+                 f"{ids} x {per_id}); pass --reference DIR for another", soft_wrap=True, markup=False)
+    return _open_generated("procedural", None, ids, per_id, samples, EMBEDDED_WORLD_SEED, {})
+
+
+def _wants_face_embedder(metric: Any, features: str | None) -> bool:
+    """Identity and verification metrics, and a distribution metric whose space is the run's
+    embedder (fd with no :OPTION and no --features) embed faces with the judge or --embedder."""
+    if metric.needs & {"embeddings", "benchmarks"}:
+        return True
+    return (getattr(metric, "default_space", "own") is None and not getattr(metric, "option", None)
+            and features is None)
+
+
+def _open_embeddings(embeddings: Any, **given: Any):
+    """`--embeddings FILE.npz` (from Python also a mapping of its arrays, or (E, labels)) as a
+    checked `fsbench.precomputed.Precomputed`. The vectors replace the images, the judge and
+    the feature space, so options naming any of those are refused rather than ignored."""
+    from fsbench.precomputed import Precomputed, from_arrays, load_npz
+
+    clash = [f"--{flag}" for flag, value in given.items() if value]
+    if clash:
+        raise UsageError(f"--embeddings holds the vectors to score: drop {', '.join(clash)} (a reference set "
+                         "goes into the .npz as reference_embeddings and reference_labels)")
+    if isinstance(embeddings, Precomputed):
+        return embeddings
+    if isinstance(embeddings, (str, os.PathLike)):
+        return load_npz(embeddings)
+    if isinstance(embeddings, tuple) and len(embeddings) == 2:
+        embeddings = {"embeddings": embeddings[0], "labels": embeddings[1]}
+    if hasattr(embeddings, "keys"):
+        return from_arrays(dict(embeddings))
+    raise UsageError(f"embeddings: expected an .npz path, a dict of arrays or (E, labels), not {type(embeddings).__name__}")
+
+
 def _choose_judge(metrics: dict[str, Any], embedder: str | None, dataset: FaceDataset,
-                  reference: FaceDataset | None, benches: list[Path]) -> dict[str, Any] | None:
+                  reference: FaceDataset | None, benches: list[Path], features: str | None = None) -> dict[str, Any] | None:
     """{spec, reason} of the face embedder when some metric needs one (None otherwise).
 
     An explicit --embedder wins; else `fsbench.judge.default_embedder` decides from the
     environment, the user config and the lineage of the dataset (and of the reference and
     benchmarks scored in the same space)."""
-    if not any(m.needs & {"embeddings", "benchmarks"} for m in metrics.values()):
+    if not any(_wants_face_embedder(m, features) for m in metrics.values()):
         return None
     if embedder is not None:
         return {"spec": embedder, "reason": "--embedder", "default": False}
@@ -165,7 +220,11 @@ def run_evaluation(
     skip_bad: bool = False,
     use_cache: bool = True,
     cache_dir: Path | None = None,
+    results_folder: ResultsFolder | None = None,
+    embeddings: Any = None,
 ) -> EvaluationResult:
+    """Score a dataset folder, a generator's samples, or precomputed `embeddings` (an .npz
+    path, or from Python its arrays: see `fsbench.precomputed`) with the metrics of `metric_specs`."""
     registry = get_registry()
     specs = [s.strip() for s in metric_specs.split(",") if s.strip()]
     if not specs:
@@ -173,23 +232,35 @@ def run_evaluation(
     per_metric = _split_options(specs, metric_options or {}, generator)
     gen_options = per_metric.pop(generator, {}) if generator else {}
     metrics = {spec: registry.metric(spec, **per_metric[spec.partition(":")[0]]) for spec in specs}
-    if (dataset_dir is None) == (generator is None):
-        raise UsageError("pass exactly one of --dataset DIR or --generator NAME")
+    precomputed = None if embeddings is None else _open_embeddings(
+        embeddings, dataset=dataset_dir, generator=generator, run=run_dir, reference=reference_dir,
+        embedder=embedder, features=features, bench=benches)
+    if precomputed is None and (dataset_dir is None) == (generator is None):
+        raise UsageError("pass exactly one of --dataset DIR, --generator NAME or --embeddings FILE.npz")
     for bench in benches or []:
         if not Path(bench).exists():
             raise UsageError(f"{bench}: no such benchmark file")
 
-    name = dataset_dir.name if dataset_dir else generator
+    name = precomputed.name if precomputed else dataset_dir.name if dataset_dir else generator
     out_dir = Path(out_dir or f"eval-{name}")
-    if generator is not None:
+    if results_folder is not None:  # refuse a folder holding results before sampling or embedding
+        results_folder.check(out_dir)
+    if precomputed is not None:  # the vectors are the data and the judge: no images, no embedder
+        dataset, embedder = precomputed.dataset, precomputed.space
+    elif generator is not None:
         dataset = _open_generated(generator, run_dir, ids, per_id, out_dir / "samples", seed, gen_options)
     else:
         dataset = FaceDataset.open(dataset_dir, skip_bad=skip_bad)
-    reference = FaceDataset.open(reference_dir, skip_bad=skip_bad) if reference_dir else None
-    judge = _choose_judge(metrics, embedder, dataset, reference, benches or [])
+    reference = (precomputed.reference if precomputed else
+                 FaceDataset.open(reference_dir, skip_bad=skip_bad) if reference_dir else None)
+    if (reference is None and precomputed is None and generator is not None and run_dir is None
+            and any("reference" in m.needs for m in metrics.values()) and dataset.info.get("embedded_world")):
+        reference = _embedded_world_reference(ids, per_id, out_dir / "samples")
+    judge = (_choose_judge(metrics, embedder, dataset, reference, benches or [], features) if precomputed is None
+             else {"spec": embedder, "reason": f"precomputed embeddings {precomputed.source}", "default": False})
     if judge is not None:
         embedder = judge["spec"]
-    ctx = EvalContext(
+    ctx = precomputed.context(out_dir=out_dir, seed=seed) if precomputed else EvalContext(
         dataset, reference=reference, embedder=embedder, features=features, benchmarks=benches or [],
         out_dir=out_dir, cache_dir=cache_dir, use_cache=use_cache, seed=seed,
     )
@@ -198,6 +269,8 @@ def run_evaluation(
         for need in sorted(metric.needs - {"images"}):
             ctx.require(need, spec)
 
+    if results_folder is not None:  # inputs checked: lock the folder, --overwrite removes the old results
+        results_folder.start()
     out_dir.mkdir(parents=True, exist_ok=True)
     if judge is not None:  # every number names its judge: its weights hash too
         judge_emb = ctx.embedder()
@@ -264,3 +337,47 @@ def _atomic_frame(frame, path: Path) -> None:
     else:
         frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
+
+
+_EVALUATE_KW = {"ids": "ids", "per_id": "per_id", "features": "features", "bench": "benches", "benches": "benches",
+                "options": "metric_options", "metric_options": "metric_options", "skip_bad": "skip_bad",
+                "use_cache": "use_cache", "cache_dir": "cache_dir"}
+
+
+def evaluate(dataset: str | os.PathLike | None = None, generator: str | None = None, run: str | os.PathLike | None = None,
+             metrics: str | list[str] | tuple[str, ...] = ("summary",), embedder: str | None = None,
+             reference: str | os.PathLike | None = None, embeddings: Any = None, out: str | os.PathLike | None = None,
+             seed: int = 0, **kw: Any) -> EvaluationResult:
+    """`fsbench evaluate` from Python (``fsbench.evaluate``): the same run, the same files, the
+    same numbers, returned as an `EvaluationResult` (``.to_pandas()``, ``.to_json()``,
+    ``.results[name].per_item``).
+
+    Give one of `dataset` (a folder), `generator` (sampled first; `run`, ``ids=``,
+    ``per_id=``) or `embeddings` (an .npz path, a dict of its arrays, or ``(E, labels)``:
+    no images, no embedder). `metrics` is a list or a comma-separated string. Further
+    keywords as the command's options: ``features=``, ``bench=`` (a path or a list),
+    ``options={"iou.bins": 50}`` (``-o``), ``skip_bad=``, ``use_cache=``, ``cache_dir=``.
+    Results are written to `out`, by default ``eval-NAME`` in the working directory, as
+    the command does. Expected mistakes raise `fsbench.errors.FsbenchError` subclasses
+    with the one-line message the command prints.
+    """
+    unknown = sorted(set(kw) - set(_EVALUATE_KW))
+    if unknown:
+        raise TypeError(f"evaluate() got unexpected keyword argument(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(sorted(_EVALUATE_KW))})")
+    args = {_EVALUATE_KW[k]: v for k, v in kw.items()}
+    if isinstance(args.get("benches"), (str, os.PathLike)):
+        args["benches"] = [args["benches"]]
+    if args.get("benches"):
+        args["benches"] = [Path(b) for b in args["benches"]]
+    if args.get("cache_dir") is not None:
+        args["cache_dir"] = Path(args["cache_dir"])
+
+    def path(p: Any) -> Path | None:
+        return None if p is None else Path(p)
+
+    return run_evaluation(
+        dataset_dir=path(dataset), generator=generator, run_dir=path(run), reference_dir=path(reference),
+        metric_specs=metrics if isinstance(metrics, str) else ",".join(metrics), embedder=embedder,
+        embeddings=embeddings, out_dir=path(out), seed=seed, **args,
+    )

@@ -163,7 +163,7 @@ class EvalContext:
     def _embed(self, ds: FaceDataset, emb: Embedder) -> dict[str, np.ndarray]:
         vectors, index, failed = [], [], []
         with ui.progress() as bar:
-            task = bar.add_task(f"embedding {ds.root.name} ({emb.name})", total=len(ds), rate="")
+            task = bar.add_task(f"embedding {ds.root.name} ({emb.name})", total=len(ds), rate="", unit="images")
             for batch in ds.batches(batch_size=emb.batch_size):
                 out = np.asarray(emb.embed(batch.images), dtype=np.float32)
                 if out.shape != (len(batch.images), emb.dim):

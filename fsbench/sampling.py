@@ -241,7 +241,7 @@ def sample_dataset(
     try:
         items = _sample_chunks(sampler, todo)
         for key, sample in ui.track(items, f"sampling {request.generator} (shard {shard})",
-                                    total=sum(len(c) for c in todo)) if show_progress else items:
+                                    total=sum(len(c) for c in todo), unit="images") if show_progress else items:
             name = image_name(key, suffix)
             rel = f"{key.identity}/{name}"
             if rel in done:

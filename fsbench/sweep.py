@@ -3,7 +3,10 @@
 The output is one row per metric scalar and one column per value, VIGFace's Table 1 layout
 when the option is ``guidance`` and the metric ``iou`` (genuine and impostor IoU against the
 real set, and their average). Each value's samples are keyed like `evaluate --generator`'s, so
-a sweep run again reuses them.
+a sweep run again (into the same --out with --overwrite, which keeps the samples) reuses them.
+
+A metric that fails for some value is recorded in ``errors`` ({value: {metric: reason}});
+the other values and metrics are still scored and saved.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from fsbench.errors import UsageError
+from fsbench.results_folder import ResultsFolder
 
 __all__ = ["sweep"]
 
 
 def sweep(generator: str, vary: str, *, run_dir: Path | None, ids: int, per_id: int, seed: int, metrics: str,
           reference: Path | None, embedder: str | None, options: dict[str, str], out: Path,
-          metric_options: dict[str, str] | None = None) -> dict[str, Any]:
+          metric_options: dict[str, str] | None = None, results_folder: ResultsFolder | None = None) -> dict[str, Any]:
     from fsbench.evaluate_run import run_evaluation
 
     key, sep, values = vary.partition("=")
@@ -27,15 +31,22 @@ def sweep(generator: str, vary: str, *, run_dir: Path | None, ids: int, per_id: 
         raise UsageError(f"--vary {vary!r}: expected KEY=V1,V2,... (e.g. guidance=0.5,1,1.5,2,2.5,3)")
     if key in options:
         raise UsageError(f"--vary {key} and -o {key} both set it; drop one")
+    if results_folder is not None:
+        results_folder.check(out)  # the whole sweep is one results folder
     columns: dict[str, dict[str, float]] = {}
+    errors: dict[str, dict[str, str]] = {}
     for value in steps:
         opts = {f"{generator}.{k}": v for k, v in {**options, key: value}.items()}
         result = run_evaluation(dataset_dir=None, generator=generator, run_dir=run_dir, ids=ids, per_id=per_id,
                                 seed=seed, metric_specs=metrics, reference_dir=reference, embedder=embedder,
-                                metric_options={**(metric_options or {}), **opts}, out_dir=out / f"{key}={value}")
+                                metric_options={**(metric_options or {}), **opts}, out_dir=out / f"{key}={value}",
+                                results_folder=results_folder)  # the sweep's folder: checked and locked once
+        if result.errors:
+            errors[value] = dict(result.errors)
         columns[value] = {f"{name}.{scalar}": v for name, r in result.results.items() for scalar, v in r.scalars.items()}
         judge = result.provenance.get("judge")
     rows = sorted({row for col in columns.values() for row in col}, key=lambda r: list(columns[steps[0]]).index(r)
                   if r in columns[steps[0]] else 1_000)
     table = {row: {value: columns[value].get(row) for value in steps} for row in rows}
-    return {"generator": generator, "vary": key, "values": steps, "table": table, "judge": judge, "out": str(out)}
+    return {"generator": generator, "vary": key, "values": steps, "table": table, "judge": judge, "out": str(out),
+            "errors": errors}

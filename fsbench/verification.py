@@ -357,7 +357,7 @@ def embed_pairset(embedder: Embedder, pairset: PairSet, flip: bool = True,
     vectors: np.ndarray | None = None
     failures = 0
     with ui.progress() as bar:
-        task = bar.add_task(f"verify {pairset.name} ({_name(embedder)})", total=m, rate="")
+        task = bar.add_task(f"verify {pairset.name} ({_name(embedder)})", total=m, rate="", unit="images")
         for start in range(0, m, batch_size):
             idx = np.arange(start, min(start + batch_size, m))
             images = [prepare_image(pairset.load(int(i)), source=f"{pairset.source}[image {int(i)}]") for i in idx]

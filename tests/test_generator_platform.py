@@ -238,7 +238,7 @@ def test_parse_shard():
 
 def test_evaluate_generator_never_scores_stale_samples(cli, trained, tmp_path):
     base = ["evaluate", "--generator", "toy", "--run", trained, "--ids", "3", "--per-id", "4",
-            "--embedder", "pixels", "--metrics", "summary,cst", "--out", tmp_path / "ev"]
+            "--embedder", "pixels", "--metrics", "summary,cst", "--out", tmp_path / "ev", "--overwrite"]
     a = cli.json(*base)
     b = cli.json(*base, "-o", "toy.noise=0")  # other options: other samples
     c = cli.json(*base[:7], "--per-id", "3", *base[9:])  # other size: other samples

@@ -16,15 +16,15 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import write_folder
 from PIL import Image
+from test_recordio import build, part, payload
 
 from fsbench.data import images as images_mod
 from fsbench.data.binpack import read_bin, write_bin
 from fsbench.data.images import MAX_SIDE, decode_image, image_size, read_image
 from fsbench.data.recordio import RecordReader
 from fsbench.errors import DatasetError
-from tests.conftest import write_folder
-from tests.test_recordio import build, part, payload
 
 
 def refused(result, *needles: str) -> str:

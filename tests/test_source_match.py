@@ -43,5 +43,6 @@ def test_source_match_against_a_naive_loop(cli, tmp_path):
         hits.append(r.identities[nearest] == s.manifest.iloc[i]["source_identity"])
     assert got["share"] == np.mean(hits) and got["n_images"] == 6 and got["chance"] == 0.25
     assert 0 < got["share"] < 1  # the mislabelled image makes it a real test
-    bad = cli("evaluate", "--dataset", ref, "--reference", ref, "--embedder", "pixels", "--metrics", "source_match")
+    bad = cli("evaluate", "--dataset", ref, "--reference", ref, "--embedder", "pixels", "--metrics", "source_match",
+              "--out", tmp_path / "bad")
     assert bad.exit_code == 2 and "source_identity" in bad.stderr

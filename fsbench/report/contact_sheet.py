@@ -38,21 +38,16 @@ def _mask(dataset, i: int, shape: tuple[int, int]) -> np.ndarray | None:
     return m
 
 
-def contact_sheet(dataset, out: str | Path, n_ids: int = 8, per_id: int = 8, overlay_masks: bool = False,
-                  alpha: float = 0.45) -> Path:
-    """Write a PNG grid of the first `n_ids` identities x their first `per_id` images.
+def sheet_array(dataset, n_ids: int = 8, per_id: int = 8, overlay_masks: bool = False,
+                alpha: float = 0.45) -> tuple[np.ndarray, list[str]]:
+    """The grid as an array: (n_ids * h, per_id * w, 3) uint8, and the identity of each row.
 
     Cells of identities with fewer images stay grey. With `overlay_masks`, each image's
     class map (``masks/<identity>/<name>.png``) is blended over it in `PALETTE` colours;
     a dataset without masks is an error rather than a silent plain sheet.
     """
-    from PIL import Image
-
     if n_ids < 1 or per_id < 1:
         raise UsageError(f"contact sheet needs at least 1 identity and 1 image per identity (got {n_ids}, {per_id})")
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"{out}: the contact sheet is a PNG; name it *.png")
     h, w = dataset.image_size
     ids = dataset.identities[:n_ids]
     by_label: dict[int, list[int]] = {}
@@ -74,6 +69,18 @@ def contact_sheet(dataset, out: str | Path, n_ids: int = 8, per_id: int = 8, ove
             sheet[row * h:(row + 1) * h, col * w:(col + 1) * w] = img
     if overlay_masks and n_masks == 0:
         raise DatasetError(dataset.root, "no masks/ to overlay (make the dataset with masks, or drop --masks)")
+    return sheet, [str(name) for name in ids]
+
+
+def contact_sheet(dataset, out: str | Path, n_ids: int = 8, per_id: int = 8, overlay_masks: bool = False,
+                  alpha: float = 0.45) -> Path:
+    """Write a PNG grid of the first `n_ids` identities x their first `per_id` images (`sheet_array`)."""
+    from PIL import Image
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"{out}: the contact sheet is a PNG; name it *.png")
+    sheet, _ = sheet_array(dataset, n_ids, per_id, overlay_masks, alpha)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -21,9 +21,19 @@ class Headline:
     scalar: str  # "precision", "mean", ...
     value: float | None
     std: float | None  # only for a "mean" with a "std" beside it
+    low: float | None = None  # a confidence interval, when `report` bootstrapped one
+    high: float | None = None
 
     def text(self) -> str:
+        """The cell as `evaluate` prints it: '0.6758 ± 0.0790'."""
         return format_value(self.value, self.std)
+
+    def has_interval(self) -> bool:
+        return not (_missing(self.value) or _missing(self.low) or _missing(self.high))
+
+    def interval_text(self) -> str:
+        """'0.6758 [0.6512, 0.7001]' with an interval, else the `evaluate` cell."""
+        return format_interval(self.value, self.low, self.high) if self.has_interval() else self.text()
 
 
 def _metric_class(metric: str):
@@ -66,11 +76,23 @@ def _missing(v: float | None) -> bool:
 
 
 def format_value(value: float | None, std: float | None = None) -> str:
-    """'0.6758 ± 0.0790'; scientific notation when the value is small (KID is ~1e-5); '-' when missing."""
+    """'0.6758 ± 0.079': `fsbench.ui.format_number` (4 significant digits, scientific below 1e-3:
+    DIV 2.81e-4, KID ~1e-5), as every table writes numbers; '-' when missing."""
+    from fsbench.ui import format_number
+
     if _missing(value):
         return "-"
-    value = float(value)
-    fmt = "{:.3e}" if 0 < abs(value) < 5e-3 else "{:.4f}"
     if _missing(std):
-        return fmt.format(value)
-    return f"{fmt.format(value)} ± {fmt.format(float(std))}"
+        return format_number(value)
+    return f"{format_number(value)} ± {format_number(std)}"
+
+
+def format_interval(value: float | None, low: float | None, high: float | None) -> str:
+    """'0.6758 [0.6512, 0.7001]': a value and its confidence interval, each as `format_value` writes numbers."""
+    from fsbench.ui import format_number
+
+    if _missing(value):
+        return "-"
+    if _missing(low) or _missing(high):
+        return format_number(value)
+    return f"{format_number(value)} [{format_number(low)}, {format_number(high)}]"

@@ -92,7 +92,7 @@ class TrainBatches:
         self._row[self.pool] = np.arange(len(self.pool))
         batches = self.ds.batches(batch_size=256, workers=self.workers, indices=self.pool)
         total = -(-len(self.pool) // 256)
-        it = ui.track(batches, "decoding images", total=total) if show_progress else batches
+        it = ui.track(batches, "decoding images", total=total, unit="batches of 256") if show_progress else batches
         for b in it:
             out[self._row[b.index]] = resize_uint8(b.images, self.input_size)
         return out

@@ -329,7 +329,7 @@ def train_loop(
     log = open(metrics_path, "a") if env.is_main else None
     try:
         with ui.progress() as bar:
-            task = bar.add_task(description, total=total_steps, completed=step, rate="",
+            task = bar.add_task(description, total=total_steps, completed=step, rate="", unit="steps",
                                 visible=show_progress and env.is_main)
             while step < total_steps:
                 epoch = step // spe

@@ -107,7 +107,7 @@ def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: i
     jobs = [bench_job(seed, protocol, i, j, size, strengths) for i, j in keys]
     encoded: dict[tuple[int, int], bytes] = {}
     rows = []
-    rendered = ui.track(run_jobs(jobs, workers), f"benchmark {protocol}", total=len(jobs))
+    rendered = ui.track(run_jobs(jobs, workers), f"benchmark {protocol}", total=len(jobs), unit="images")
     for (i, j), (ident, name, jpeg, _aux, row) in zip(keys, rendered):
         write_item(tmp / "images", ident, name, jpeg)
         encoded[(i, j)] = jpeg

@@ -88,7 +88,7 @@ def make_dataset(
             if not writer.has(identity_name(i), image_name(j))
         ]
         done = run_jobs(jobs, workers, write_to=str(writer.partial))
-        for ident, name, hw, row in ui.track(done, "rendering faces", total=len(jobs)):
+        for ident, name, hw, row in ui.track(done, "rendering faces", total=len(jobs), unit="images"):
             writer.record(ident, name, hw, meta=row)
         dataset = writer.finalize()
     except BaseException:

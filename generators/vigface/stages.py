@@ -111,7 +111,7 @@ def fr_step(cfg: Any, n_real: int):
 
 
 def print_stats(stats: dict[str, float], title: str) -> None:
-    rows = [[name, f"{stats[f'{key}_mean']:.3f} ({stats[f'{key}_std']:.3f})"]
+    rows = [[name, f"{ui.format_number(stats[f'{key}_mean'])} ({ui.format_number(stats[f'{key}_std'])})"]
             for name, key in (("R-R", "rr"), ("R-V", "rv"), ("V-V", "vv"))]
     ui.err.print(ui.table(title, ["prototypes", "cosine mean (std)"], rows))
 

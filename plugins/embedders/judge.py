@@ -244,7 +244,8 @@ def judge_build_cmd(out_dir: Path, world_seed: int, ids: int, per_id: int, prese
     v = recipe["verification"]
     table = ui.table("judge build", ["field", "value"], [
         ["out", str(out_dir)], ["weights", f"{recipe['weights_id']} ({recipe['weights_bytes']:,} bytes)"],
-        ["world", f"seed {world_seed}, {ids} x {per_id}"], ["lfw_like accuracy", f"{v['accuracy']:.4f} ± {v['std']:.4f}"],
+        ["world", f"seed {world_seed}, {ids} x {per_id}"],
+        ["lfw_like accuracy", f"{ui.format_number(v['accuracy'])} ± {ui.format_number(v['std'])}"],
         ["wall time (s)", recipe["wall_seconds"]["total"]],
     ])
     ui.emit(recipe, as_json=as_json, table=table)

@@ -64,7 +64,7 @@ def convert_cmd(src: Path, dst: Path, target: str | None, resume: bool, overwrit
         writer = DatasetWriter(dst, resume=resume, overwrite=overwrite,
                                info={"source": str(src), "source_format": fmt.name})
         with writer:
-            for identity, name, data in ui.track(fmt.iter_items(src), f"converting {src.name}", total=total):
+            for identity, name, data in ui.track(fmt.iter_items(src), f"converting {src.name}", total=total, unit="images"):
                 if not writer.has(identity, name):
                     writer.add(identity, name, data)
         ds = writer.result

@@ -76,7 +76,7 @@ class RecFormat(DatasetFormat):
             raise UsageError(f"{path}: exists and is not a folder")
 
         def items():
-            for i, item in enumerate(ui.track(dataset.items, f"writing {rec.name}")):
+            for i, item in enumerate(ui.track(dataset.items, f"writing {rec.name}", unit="images")):
                 try:
                     data = dataset.abspath(i).read_bytes()
                 except OSError as exc:

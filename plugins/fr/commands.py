@@ -110,23 +110,34 @@ def fr_train_cmd(data_dir: Path, run_dir: Path, preset: str, overrides: tuple[st
 @click.option("--mix", is_flag=True, help="Also train on real + each synthetic set (VIGFace Table 3).")
 @click.option("--folds", default=10, show_default=True, help="Folds of the verification protocol.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
-              help="Keep runs and write fr_benchmark.{csv,md,json} here (else a temporary folder).")
+              help="Keep the models and write fr_benchmark.{csv,md,json} here (else a temporary folder).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier benchmark in --out: its tables and models (trained again).")
 @json_option
-def benchmark_fr_cmd(train_dirs, baseline, benches, preset, overrides, mix, folds, out_dir, as_json) -> None:
+def benchmark_fr_cmd(train_dirs, baseline, benches, preset, overrides, mix, folds, out_dir, as_json,
+                     overwrite=False) -> None:
     """Gap-to-real: one FR model per training set, verified on every benchmark (VIGFace Table 2).
+
+    With --out, each model is kept under OUT/runs/, keyed by its data and config: run again
+    with the same settings, finished models are reused (and interrupted ones resumed) and only
+    verified. A benchmark with other settings in --out is refused unless --overwrite, which
+    removes what it wrote (tables and models) and trains again.
 
     \b
     Example:
       fsbench benchmark fr --train syn --baseline world/train \\
         --bench world/benchmarks/lfw_like/lfw_like.bin,world/benchmarks/agedb_like/agedb_like.bin --out bench-fr
     """
+    from fsbench.results_folder import ResultsFolder
     from plugins.fr.gap import bench_names, run_gap_benchmark, table_rows, to_markdown
 
     paths = [Path(p.strip()) for spec in benches for p in spec.split(",") if p.strip()]
     if folds < 1:
         raise UsageError(f"--folds must be at least 1, got {folds}")
-    with _work_dir(out_dir) as work:
-        df, meta = run_gap_benchmark(list(train_dirs), baseline, paths, work, preset, _overrides(overrides), mix, folds)
+    folder = ResultsFolder("benchmark fr", overwrite=overwrite, markers=("fr_benchmark.csv",)) if out_dir else None
+    with _work_dir(out_dir) as work, folder or contextlib.nullcontext():
+        df, meta = run_gap_benchmark(list(train_dirs), baseline, paths, work, preset, _overrides(overrides), mix, folds,
+                                     results_folder=folder, retrain=overwrite)
         columns = bench_names(paths)
         head, rows = table_rows(df, columns)
         if out_dir is not None:

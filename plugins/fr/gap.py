@@ -10,13 +10,23 @@ Mixing keeps the two sets' identities apart (folder names prefixed ``real-``/``s
 synthetic identity that happens to share a real folder name is not merged into it. The
 mixed folder is a set of symlinks to the identity folders, not a copy.
 
+Each model is kept in ``WORK/runs/NAME-KEY``, KEY a hash of the training data's fingerprint
+(both sets' for a mix) and of the config (minus keys that change nothing but speed: workers,
+cache_images, checkpoint_every). A finished model there (``backbone.pth`` and
+``fr_benchmark_run.json`` naming its key) is reused instead of trained again, and the command
+says so; an interrupted one resumes (`fsbench.train.fr.train_fr`); `retrain` starts each from
+nothing. `benchmark fr --out` keeps them: re-run with the same settings it only verifies.
+
 It runs in one process (on a GPU when present). For multi-GPU training of large sets, train
-each set with ``torchrun ... fr train --run-dir OUT/runs/NN-NAME`` first: this command then
-finds the finished runs in ``--out`` and only evaluates them.
+each set with ``torchrun ... fr train --run-dir OUT/runs/NAME-KEY`` first (the folder the
+command names as it starts training that set): it then finds the finished run and only
+verifies it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +37,13 @@ import pandas as pd
 from fsbench import ui
 from fsbench.data import FaceDataset
 from fsbench.errors import UsageError
+from fsbench.results_folder import ResultsFolder
 
-__all__ = ["TrainingSet", "gap_to_real", "make_mix", "run_gap_benchmark"]
+__all__ = ["TrainingSet", "gap_to_real", "make_mix", "run_gap_benchmark", "training_key"]
+
+RUN_RECORD = "fr_benchmark_run.json"  # in a run folder: the key of the finished training, its time
+SPEED_ONLY = frozenset({"workers", "cache_images", "checkpoint_every"})  # config keys that change no weights
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "backbone.pth", RUN_RECORD)  # what a training writes
 
 
 @dataclass
@@ -37,6 +52,32 @@ class TrainingSet:
     root: Path
     kind: str  # "real", "synthetic" or "real+synthetic"
     dataset: FaceDataset | None = field(default=None, repr=False)
+    fingerprints: tuple[str, ...] = ()  # of the data it trains on (real and synthetic for a mix)
+    key: str = ""  # training_key(): the run folder's suffix
+    mix_of: FaceDataset | None = field(default=None, repr=False)  # a mix: the synthetic set (made when trained)
+
+
+def training_key(fingerprints: tuple[str, ...], kind: str, cfg: dict[str, Any]) -> str:
+    """What a trained model is a function of: the data and every config key that changes weights."""
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k not in SPEED_ONLY}
+    blob = json.dumps({"data": list(fingerprints), "kind": kind, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _finished(run_dir: Path, key: str) -> dict[str, Any] | None:
+    """The record of a finished training with this key in `run_dir`, else None."""
+    try:
+        record = json.loads((run_dir / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key or not (run_dir / "backbone.pth").is_file():
+        return None
+    return record
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
 
 
 def gap_to_real(avg_real: float, avg_syn: float) -> float:
@@ -83,8 +124,15 @@ def run_gap_benchmark(
     overrides: dict[str, Any] | None = None,
     mix: bool = False,
     folds: int = 10,
+    *,
+    results_folder: ResultsFolder | None = None,
+    retrain: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Train and verify every set; returns the Table 2/3 frame (one row per training set)."""
+    """Train (or reuse) and verify every set; returns the Table 2/3 frame (one row per training set).
+
+    `results_folder` (`benchmark fr --out`): checked with these settings (the trainings' keys,
+    the benchmarks' content, folds) before anything is written, then started. `retrain`:
+    remove each set's earlier training files first (`--overwrite`)."""
     from fsbench.data.pairs import read_bin_pairs
     from fsbench.train.fr import fr_config, train_fr
     from fsbench.verification import verify_embedder
@@ -99,24 +147,48 @@ def run_gap_benchmark(
     columns = bench_names(benches)
 
     real = FaceDataset.open(baseline)
-    sets = [TrainingSet(_unique_names([baseline])[0], baseline, "real", real)]
+    real_fp = real.fingerprint()
+    sets = [TrainingSet(_unique_names([baseline])[0], baseline, "real", real, (real_fp,))]
     syn_names = _unique_names(train_dirs)
     for name, d in zip(syn_names, train_dirs):
-        sets.append(TrainingSet(name, d, "synthetic", FaceDataset.open(d)))
-    if mix:
+        syn = FaceDataset.open(d)
+        sets.append(TrainingSet(name, d, "synthetic", syn, (syn.fingerprint(),)))
+    if mix:  # the mixed folder is made just before its training: nothing is written before the checks
         for name, d in zip(syn_names, train_dirs):
-            syn = next(s.dataset for s in sets if s.root == d)
-            safe = name.replace("/", "_")
-            mixed = make_mix(real, syn, work / "mix" / safe)
-            sets.append(TrainingSet(f"{sets[0].name} + {name}", mixed.root, "real+synthetic", mixed))
+            syn_set = next(s for s in sets if s.root == d)
+            sets.append(TrainingSet(f"{sets[0].name} + {name}", work / "mix" / name.replace("/", "_"), "real+synthetic",
+                                    None, (real_fp, *syn_set.fingerprints), mix_of=syn_set.dataset))
+    for ts in sets:
+        ts.key = training_key(ts.fingerprints, ts.kind, cfg)
+    if results_folder is not None:  # a re-run with these settings continues here; other settings are refused
+        settings = {"preset": preset, "trainings": [[ts.name, ts.kind, ts.key] for ts in sets],
+                    "benchmarks": {c: _file_digest(b) for c, b in zip(columns, benches)}, "folds": folds}
+        results_folder.check(work, settings=settings)
+        results_folder.start()
 
     rows: list[dict[str, Any]] = []
     for k, ts in enumerate(sets):
+        run_dir = work / "runs" / f"{ts.name.replace('/', '_').replace(' ', '')}-{ts.key}"
+        if retrain:
+            for name in RUN_FILES:
+                (run_dir / name).unlink(missing_ok=True)
+        if ts.mix_of is not None:
+            ts.dataset = make_mix(real, ts.mix_of, ts.root)
         ds = ts.dataset
         assert ds is not None
-        ui.err.print(f"[bold]{k + 1}/{len(sets)}[/bold] training on {ts.name} ({ds.num_identities} ids, {len(ds)} images)")
-        run_dir = work / "runs" / f"{k:02d}-{ts.name.replace('/', '_').replace(' ', '')}"
-        result = train_fr(ds, run_dir, preset, overrides)
+        step = f"{k + 1}/{len(sets)} {ts.name} ({ds.num_identities} ids, {len(ds)} images)"
+        record = _finished(run_dir, ts.key)
+        if record is not None:
+            ui.err.print(f"{step}: reused the finished training in {run_dir} (same data and config; "
+                         "--overwrite trains again)", soft_wrap=True, markup=False, highlight=False)
+            seconds = float(record.get("train_seconds", float("nan")))
+        else:
+            ui.err.print(f"{step}: training in {run_dir}", soft_wrap=True, markup=False, highlight=False)
+            result = train_fr(ds, run_dir, preset, overrides)
+            seconds = result.seconds
+            _write_record(run_dir, {"key": ts.key, "training_set": ts.name, "kind": ts.kind,
+                                    "data_fingerprints": list(ts.fingerprints), "steps": result.steps,
+                                    "train_seconds": round(seconds, 1)})
         embedder = RunEmbedder(run_dir)
         row: dict[str, Any] = {
             "training_set": ts.name, "kind": ts.kind, "images": len(ds), "identities": ds.num_identities,
@@ -127,7 +199,8 @@ def run_gap_benchmark(
             row[col] = 100.0 * res.accuracy
             row[f"{col}_std"] = 100.0 * res.std
         row["average"] = sum(row[c] for c in columns) / len(columns)
-        row["train_seconds"] = round(result.seconds, 1)
+        row["train_seconds"] = round(seconds, 1)
+        row["reused"] = record is not None
         row["run_dir"] = str(run_dir)
         rows.append(row)
 
@@ -143,6 +216,12 @@ def run_gap_benchmark(
         "folds": folds, "flip": True, "baseline": str(baseline), "mix": mix,
     }
     return df, meta
+
+
+def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    tmp = run_dir / f".{RUN_RECORD}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, run_dir / RUN_RECORD)
 
 
 def table_rows(df: pd.DataFrame, columns: list[str]) -> tuple[list[str], list[list[Any]]]:

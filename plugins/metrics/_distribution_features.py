@@ -151,7 +151,7 @@ def embed_stream(
     kept: list[np.ndarray] = []
     dropped = 0
     with ui.progress() as bar:
-        task = bar.add_task(f"features {label} ({emb.name})", total=total, rate="")
+        task = bar.add_task(f"features {label} ({emb.name})", total=total, rate="", unit="images")
         for batch in batches:
             out = np.asarray(emb.embed(batch.images), dtype=np.float32)  # (B, D)
             if out.shape != (len(batch.images), emb.dim):

@@ -287,7 +287,24 @@ class SimilarityIoU(_IdentityMetric):
 
             path = plot_similarity_histograms(hists, Path(ctx.out_dir) / "iou_similarity_histograms.png")
             result.figures["similarity_histograms"] = path
+            save_histograms(hists, Path(ctx.out_dir) / "iou_histograms.csv")
         return result
+
+
+def save_histograms(hists: dict[str, np.ndarray], path: Path) -> Path:
+    """The histograms behind the IoU (share of pairs per bin), for `fsbench report`'s figures:
+    columns bin_low, bin_high, dataset_genuine, reference_genuine, dataset_imposter, reference_imposter."""
+    import os
+
+    import pandas as pd
+
+    edges = hists["edges"]
+    frame = pd.DataFrame({"bin_low": edges[:-1], "bin_high": edges[1:],
+                          **{key: values for key, values in hists.items() if key != "edges"}})
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
 
 
 def iou_result(
