@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fsbench-installed
 DEMO   := demo-out
 
-.PHONY: install test lint demo bench judge vigface-default clean
+.PHONY: install test lint demo bench judge vigface-default segtex-default clean
 
 install: $(STAMP)
 
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# FID references of tests/test_fid_parity.py, without their torchvision (it would pull a CUDA torch)
+	$(PY) -m pip install -q --no-deps pytorch-fid==0.3.0 torch-fidelity==0.4.0 tqdm
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -49,6 +51,22 @@ vigface-default: $(STAMP)
 	cd $(VIGFACE_BUILD) && $(CURDIR)/$(VENV)/bin/fsbench data make procedural --out world --ids 1000 --per-id 8 --seed 0 --resume
 	cd $(VIGFACE_BUILD) && OMP_NUM_THREADS=1 $(CURDIR)/$(VENV)/bin/fsbench train vigface --data world --run run --preset tiny
 	$(VENV)/bin/fsbench runs export $(VIGFACE_BUILD)/run --out generators/vigface/embedded $(VIGFACE_SAMPLE_DEFAULTS) --note "$(VIGFACE_RECIPE)"
+
+# Rebuild SegTex's embedded default (generators/segtex/embedded): the seed-0 world of 300 x 8,
+# both stages of the tiny preset on one CPU thread (about 30 minutes on a 2-core machine), the
+# weights-only export, then its 100-image texture pool (the faces sampling draws crops from).
+SEGTEX_BUILD := build/segtex
+SEGTEX_RECIPE := fsbench data make procedural --out world --ids 300 --per-id 8 --seed 0; \
+  OMP_NUM_THREADS=1 fsbench train segtex --data world --run run --preset tiny; \
+  fsbench runs export run --out generators/segtex/embedded; \
+  fsbench data make procedural --out generators/segtex/embedded/textures --ids 100 --per-id 1 --seed 0
+segtex-default: $(STAMP)
+	mkdir -p $(SEGTEX_BUILD)
+	cd $(SEGTEX_BUILD) && $(CURDIR)/$(VENV)/bin/fsbench data make procedural --out world --ids 300 --per-id 8 --seed 0 --resume
+	cd $(SEGTEX_BUILD) && OMP_NUM_THREADS=1 $(CURDIR)/$(VENV)/bin/fsbench train segtex --data world --run run --preset tiny
+	$(VENV)/bin/fsbench runs export $(SEGTEX_BUILD)/run --out generators/segtex/embedded --note "$(SEGTEX_RECIPE)"
+	rm -rf generators/segtex/embedded/textures
+	$(VENV)/bin/fsbench data make procedural --out generators/segtex/embedded/textures --ids 100 --per-id 1 --seed 0
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
