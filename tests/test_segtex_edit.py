@@ -23,12 +23,12 @@ NO_NUISANCE = {"texture_jitter": 0, "pose_max_yaw": 0, "pose_max_pitch": 0, "aug
 
 @pytest.fixture(scope="module")
 def edited(one_torch_thread):
-    """Two identities of the embedded default, seed 0, every region edited."""
+    """Four identities of the embedded default, seed 0, every region edited."""
     from fsbench.registry import get_registry
     from fsbench.sampling import plan_sampling
 
-    plan = plan_sampling(get_registry().generator("segtex"), None, n_ids=2, per_id=1, seed=0, overrides=NO_NUISANCE)
-    return plan.sampler, edit_identities(plan.sampler, 0, 2, tuple(EDIT_REGIONS))
+    plan = plan_sampling(get_registry().generator("segtex"), None, n_ids=4, per_id=1, seed=0, overrides=NO_NUISANCE)
+    return plan.sampler, edit_identities(plan.sampler, 0, 4, tuple(EDIT_REGIONS))
 
 
 def test_edit_command_writes_the_grid_and_its_record(cli, tmp_path, one_torch_thread):
@@ -70,19 +70,23 @@ def test_the_original_column_is_the_samplers_image_0_without_nuisance(edited):
 def test_an_edit_recolours_its_region_and_keeps_the_other_regions(edited):
     _, grid = edited
     measured = {}
-    for r in range(2):
+    for r in range(4):
         for c, region in enumerate(grid.columns[1:], start=1):
             diff = np.abs(grid.images[r, c].astype(np.float64) - grid.images[r, 0]).mean(-1)
             inside = np.isin(grid.maps[r], REGION_CLASSES[region])
             other = np.isin(grid.maps[r], [k for x, cl in REGION_CLASSES.items() if x != region for k in cl])
             measured[r, region] = (diff[inside].mean() if inside.any() else None, diff[other].mean())
-    for r in range(2):
-        for region in ("skin", "hair"):  # the regions the embedded default's maps draw
+    for region in ("skin", "hair"):  # the regions that fill the embedded default's 32 px maps
+        ratios = []
+        for r in range(4):
             changed, kept = measured[r, region]
             assert changed is not None, f"identity {r}'s map has no {region} pixels"
-            assert changed > 3 * kept, (r, region, changed, kept)
-        # the tiny default's segmap net draws no eyes or mouth at 32 px: swapping those crops has
-        # nothing to recolour, and leaves the face closer to the original than any drawn region's edit
+            assert changed > 2 * kept, (r, region, changed, kept)  # a skin edit bleeds into thin hair
+            ratios.append(changed / kept)
+        assert np.median(ratios) > 3, (region, ratios)
+    for r in range(4):
+        # eyes and mouth are a few pixels at 32 px and the tiny texture network barely reads their
+        # crops: swapping them leaves the face closer to the original than a skin or hair edit
         drawn = min(measured[r, x][0] for x in ("skin", "hair"))
         for region in ("eyes", "mouth"):
             changed, kept = measured[r, region]
@@ -101,4 +105,4 @@ def test_bad_input_is_one_line(cli, tmp_path, args, names):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert all(n in lines[0] for n in names), lines[0]
-    assert not list(tmp_path.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name != "_cache"]  # the cli fixture's cache

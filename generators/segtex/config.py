@@ -65,9 +65,12 @@ class SegTexConfig(TrainConfig):
 PRESETS: dict[str, dict[str, object]] = {
     "paper": {},
     # CPU minutes: 32 px (the world made at --size 64 or 112 is resized), the tiny networks
-    # (texture network 1.07 M parameters), batch 16; lr 1e-3 for the short schedule.
+    # (texture network 1.07 M parameters), batch 16; lr 1e-3 for the short schedule. The segmap
+    # stage is cheap (0.12 s a step) and small classes come late: at 5 epochs its maps held no
+    # eye or lip pixel and the painted faces tied a flat mean-colour painter (judge FD 0.300 vs
+    # 0.290); at 30 they beat it (0.193 vs 0.255).
     "tiny": {
-        "size": "tiny", "image_size": 32, "segmap_batch_size": 16, "segmap_epochs": 5, "texture_batch_size": 16,
+        "size": "tiny", "image_size": 32, "segmap_batch_size": 16, "segmap_epochs": 30, "texture_batch_size": 16,
         "texture_epochs": 10, "lr": 1e-3, "lr_d": 1e-3, "ema_decay": 0.99, "checkpoint_every": 200,
     },
 }

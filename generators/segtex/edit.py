@@ -25,8 +25,9 @@ What a row holds, and why each choice:
   and of them the one whose crop colour (mean over the crop's non-black pixels) is farthest
   from the identity's own, so a column shows an edit rather than a look-alike.
 - A column "map" shows the map in `fsbench.report.contact_sheet.PALETTE` colours: a region the
-  map does not draw has nothing to recolour (the embedded tiny default draws no eyes or mouth
-  at 32 px, so those columns barely change; see the command's JSON ``changes``).
+  map does not draw has nothing to recolour (the embedded tiny default draws eyes and mouth a
+  few pixels wide at 32 px, and its texture network barely reads their crops, so those columns
+  barely change; see the command's JSON ``changes``).
 """
 
 from __future__ import annotations

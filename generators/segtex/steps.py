@@ -10,9 +10,9 @@ True``) or add one after a slot (``after = "pose"``), see fsbench.api.PipelineSt
    says the maps differ in "hair and mouth features" while the skin stays; it does not say
    whose textures paint them. We read it as: the drawn crops shape the map, the identity's
    own crops paint it (``-o map_textures=identity``: a new hairstyle, the same hair colour),
-   because painting with the drawn crops too changes the person: on the embedded default,
-   50 identities x 10, the default judge verifies 81.8 % of pairs this way and 66.5 % with
-   ``-o map_textures=drawn`` (86.3 % with one map per identity).
+   because painting with the drawn crops too changes the person: on the first embedded
+   default (5-epoch segmap stage), 50 identities x 10, the default judge verified 81.8 % of
+   pairs this way and 66.5 % with ``-o map_textures=drawn`` (86.3 % with one map per identity).
 2. ``texture_randomisation``: each of the five crops gets a colour gain drawn in 1 +- jitter.
 3. ``texture_application``: the texture network paints the map with the crops.
 4. ``pose``: a 2.5-D warp with no external model (the paper uses facevid2vid): the face is a
