@@ -245,7 +245,7 @@ def data_make_cmd() -> None:
 
     \b
     Example:
-      fsbench data make procedural --out world --ids 100 --per-id 10 --benchmark
+      fsbench data make procedural --out world --ids 100 --per-id 10 --benchmark --bench-pairs 600
     """
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from fsbench import ui
 from fsbench.api import Generator, Stage
 from fsbench.data import FaceDataset
+from fsbench.data.dataset import same_fingerprint
 from fsbench.data.lock import rank0_folder_lock
 from fsbench.errors import CheckpointError, UsageError
 from fsbench.hashing import sha256_of
@@ -172,7 +173,7 @@ def _open_or_create(run_dir: Path, generator: Generator, preset: str, config: An
         if changed:
             diffs = ", ".join(f"{k}: {old.get(k)!r} -> {cfg[k]!r}" for k in changed)
             raise UsageError(f"{run_dir}: this run was started with other settings ({diffs}); use a new --run folder")
-        if run.info.get("data_fingerprint") != fingerprint:
+        if not same_fingerprint(run.info.get("data_fingerprint"), fingerprint):
             raise UsageError(f"{run_dir}: this run was trained on {run.info.get('data')}, other data than {data.root}; "
                              "use a new --run folder")
         run.config = config  # resumable keys (max_steps, checkpoint_every...) take the new values

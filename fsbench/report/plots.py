@@ -113,7 +113,7 @@ def _sample_grids(results: Results, drawn: Drawn, stem) -> None:
         try:
             ds = FaceDataset.open(root)
             evaluated = results.fingerprint(row)
-            if evaluated and len(ds) <= FINGERPRINT_MAX_IMAGES and ds.fingerprint() != evaluated:
+            if evaluated and len(ds) <= FINGERPRINT_MAX_IMAGES and not ds.matches_fingerprint(evaluated):
                 drawn.skipped.append(f"sample grid of {row}: {root} changed since the evaluation "
                                      f"(fingerprint {ds.fingerprint()}, evaluated {evaluated})")
                 continue
@@ -312,7 +312,8 @@ def _roc(results: Results, drawn: Drawn, stem) -> None:
             drawn.skipped.append(f"ROC curves of {row}: {path} unreadable ({exc})")
     if missing:
         drawn.skipped.append(f"ROC curves of {', '.join(missing)}: verification accuracies but no ROC points "
-                             f"({ROC} with columns bench, fpr, tpr; the verification metric does not save them)")
+                             f"({ROC} with columns bench, fpr, tpr: the folder was evaluated by an fsbench "
+                             "that did not save them; evaluate again)")
     if not verified:
         drawn.skipped.append("ROC curves: no verification results in the evaluations (evaluate --bench)")
     if not curves:

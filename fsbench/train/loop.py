@@ -43,6 +43,7 @@ from torch import nn
 
 import fsbench
 from fsbench import ui
+from fsbench.data.dataset import same_fingerprint
 from fsbench.errors import CheckpointError, TrainingError, UsageError
 from fsbench.train import dist
 from fsbench.train.checkpoint import load_checkpoint, save_checkpoint
@@ -242,7 +243,7 @@ def _check_resume(saved: Mapping[str, Any], config: Mapping[str, Any], fingerpri
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} -> {config[k]!r}" for k in changed)
         raise UsageError(f"{path}: this run was started with other settings ({diffs}); use a new --run folder")
-    if saved.get("data_fingerprint") != fingerprint:
+    if not same_fingerprint(saved.get("data_fingerprint"), fingerprint):
         raise UsageError(f"{path}: this run was trained on other data; use a new --run folder")
 
 

@@ -9,7 +9,7 @@ pairs over held-out identities (see `generators.procedural.bench`).
 
 Command line::
 
-    fsbench data make procedural --out world --ids 100 --per-id 10 --benchmark
+    fsbench data make procedural --out world --ids 100 --per-id 10 --benchmark --bench-pairs 600
     fsbench sample procedural --out world --ids 100 --per-id 10 -o size=256
 
 Presets (``Procedural.presets``):
@@ -124,8 +124,12 @@ class Procedural(Generator):
 @click.option("--size", default=112, show_default=True, type=int, help="Image side in pixels (>= 32; 256 for SegTex).")
 @click.option("--seed", default=0, show_default=True, type=int, help="World seed: same seed, same bytes.")
 @click.option("--masks/--no-masks", default=True, show_default=True, help="Write masks/ and regions/.")
-@click.option("--benchmark", is_flag=True, help="Also write lfw_like, cfp_fp_like, agedb_like pairs (held-out identities).")
-@click.option("--bench-pairs", default=6000, show_default=True, type=int, help="Pairs per benchmark (10 folds).")
+@click.option("--benchmark", is_flag=True,
+              help="Also write lfw_like, cfp_fp_like, agedb_like verification pairs over held-out identities under "
+                   "OUT/benchmarks/: three sets of --bench-pairs pairs, two images per pair (36,000 images at the "
+                   "default), whatever --ids; a line on stderr says how many before rendering.")
+@click.option("--bench-pairs", default=6000, show_default=True, type=int,
+              help="Pairs per benchmark (10 folds; a multiple of 20), 2 images each; the same for any --ids.")
 @click.option("--workers", type=int, default=None, help="Render processes (default: up to 2).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted or finished dataset.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
@@ -134,14 +138,26 @@ def make_procedural_cmd(out_dir: Path, n_ids: int, per_id: int, size: int, seed:
                         bench_pairs: int, workers: int | None, resume: bool, overwrite: bool, as_json: bool) -> None:
     """Render the procedural face world: images, masks, region crops, benchmarks.
 
+    The benchmarks do not scale with --ids: each of the three renders two images per pair
+    (36,000 images in all at the default 6,000 pairs, LFW's size); a line says so first.
+
     \b
-    Example:
-      fsbench data make procedural --out world --ids 100 --per-id 10 --benchmark
+    Examples:
+      fsbench data make procedural --out world --ids 100 --per-id 10 --benchmark --bench-pairs 600
+      fsbench data make procedural --out world --ids 1000 --per-id 8 --benchmark   # + 36,000 benchmark images
     """
     import time
 
     from fsbench import ui
 
+    if benchmark:
+        from generators.procedural.bench import check_bench_pairs, describe_benchmarks
+        from generators.procedural.make import check_options
+
+        check_options(n_ids, per_id, size, seed)
+        check_bench_pairs(bench_pairs)
+        ui.err.print(describe_benchmarks(bench_pairs, Path(out_dir) / "benchmarks"), soft_wrap=True, markup=False,
+                     emoji=False, highlight=False)
     t0 = time.perf_counter()
     ds = Procedural().make(None, n_ids, per_id, out_dir, seed, size=size, masks=masks, resume=resume,
                              overwrite=overwrite, benchmark=benchmark, bench_pairs=bench_pairs, workers=workers)
@@ -151,8 +167,11 @@ def make_procedural_cmd(out_dir: Path, n_ids: int, per_id: int, size: int, seed:
         "masks": masks, "seed": seed, "seconds": round(seconds, 2),
     }
     if benchmark:
-        result["benchmarks"] = {name: str(Path(out_dir) / "benchmarks" / name / f"{name}.bin")
-                                for name in ("lfw_like", "cfp_fp_like", "agedb_like")}
+        from generators.procedural.bench import BENCHMARKS, benchmark_images
+
+        result["benchmarks"] = {name: str(Path(out_dir) / "benchmarks" / name / f"{name}.bin") for name in BENCHMARKS}
+        result["benchmark_pairs"] = bench_pairs
+        result["benchmark_images"] = len(BENCHMARKS) * benchmark_images(bench_pairs)
     rows = [(k, v if not isinstance(v, dict) else ", ".join(v)) for k, v in result.items()]
     ui.emit(result, as_json=as_json, table=ui.table("procedural dataset", ("field", "value"), rows))
 

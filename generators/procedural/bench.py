@@ -2,7 +2,9 @@
 
 Identities come from ``HELD_OUT_BASE + protocol * 1,000,000 + ...``, a range no training
 set can reach (training indices stay below HELD_OUT_BASE whatever ``--ids`` is), and the
-benchmark size never depends on ``--ids``.
+benchmark size never depends on ``--ids``: P pairs per protocol (``--bench-pairs``, LFW's
+6,000 by default) take P / 2 identities and 2 P images, so ``--benchmark`` adds 6 P images
+(36,000 at the default) to any world, however small (`describe_benchmarks` says so).
 
 Layout, as LFW: 10 folds; each fold holds `pairs / 20` positive pairs then as many negative
 pairs. Fold f uses its own identities (none shared between folds). Identity k of a fold
@@ -40,6 +42,20 @@ def check_bench_pairs(pairs: int) -> None:
     if pairs < 2 * FOLDS or pairs % (2 * FOLDS):
         raise UsageError(f"--bench-pairs must be a positive multiple of {2 * FOLDS} "
                          f"(10 folds of as many positive as negative pairs); got {pairs}")
+
+
+def benchmark_images(pairs: int) -> int:
+    """Images one protocol renders for `pairs` pairs: four per held-out identity (0 and 1 its
+    positive pair, 2 and 3 one side of two negative pairs), `pairs` / 2 identities."""
+    return 2 * pairs
+
+
+def describe_benchmarks(pairs: int, where: Path | str, protocols: tuple[str, ...] = BENCHMARKS) -> str:
+    """The one line `fsbench data make procedural --benchmark` prints before rendering."""
+    n = len(protocols)
+    return (f"benchmarks: {n} x {pairs:,} pairs ({', '.join(protocols)}; 10 folds, {pairs // 2:,} held-out identities "
+            f"each) = {n * benchmark_images(pairs):,} more images under {where}, whatever --ids "
+            "(--bench-pairs sets the pairs)")
 
 
 def bench_identity(protocol: str, fold: int, k: int, per_fold: int) -> int:

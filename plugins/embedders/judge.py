@@ -115,8 +115,9 @@ def _atomic_text(dst: Path, text: str) -> None:
 
 def world_digest(dataset: Any) -> str:
     """sha256 over every item's relative path, label and file bytes, in item order: the same
-    world gives the same digest wherever the same JPEG encoder wrote it (the dataset's
-    fingerprint holds mtimes; tests/test_procedural.py pins the pixels themselves)."""
+    world gives the same digest wherever the same JPEG encoder wrote it (all 64 hex digits of
+    the images alone, where the dataset's fingerprint keeps 16 and also hashes the manifest;
+    tests/test_procedural.py pins the pixels themselves)."""
     import hashlib
 
     h = hashlib.sha256()

@@ -209,9 +209,11 @@ def _side_stats(path: Path, emb_factory, workers: int | None):
 def fid_cmd(a: Path, b: Path, features: str | None, inception: Path | None, workers: int | None, as_json: bool) -> None:
     """Fréchet distance between A and B, each a dataset folder or a statistics .npz.
 
-    \b
     .npz files in pytorch-fid's layout (mu, sigma) are accepted; those written by
     `fsbench stats` also record their feature space, and a mismatch is refused.
+
+    \b
+    Examples:
       fsbench fid samples/ real/ --inception pt_inception-2015-12-05-6726825d.pth
       fsbench fid samples/ ref.npz --features dlib
     """
@@ -282,6 +284,12 @@ def stats_cmd(root: Path, out: Path, features: str, inception: Path | None, work
 
     The file also records the sample count and the feature space, so `fsbench fid`
     refuses to compare it with statistics from another space.
+
+    \b
+    Examples:
+      fsbench stats real/ --out real-inception.npz --inception pt_inception-2015-12-05-6726825d.pth
+      fsbench stats world --out world-pixels.npz --features pixels:8    # raw 8x8 pixels: no weights needed
+      fsbench fid samples/ world-pixels.npz --features pixels:8
     """
     from fsbench.data import FaceDataset
     from plugins.metrics._distribution_features import dataset_stats, dropped_note, rank_note

@@ -31,11 +31,15 @@ from fsbench.verification import verify_embedder
 if TYPE_CHECKING:  # pragma: no cover
     from fsbench.evaluation import EvalContext
 
-__all__ = ["VerificationMetric", "verify_cmd"]
+__all__ = ["ROC_FILE", "VerificationMetric", "roc_points", "save_roc", "verify_cmd"]
 
 
 class VerificationMetric(Metric):
-    """Verification accuracy of the run's embedder on each ``--bench`` pair set."""
+    """Verification accuracy of the run's embedder on each ``--bench`` pair set.
+
+    With an output folder (``evaluate --out``) it also writes ``verification_roc.csv``
+    (bench, threshold, fpr, tpr; at most 200 points a benchmark), which ``fsbench report``
+    draws as ROC curves."""
 
     name = "verification"
     description = "insightface 10-fold verification accuracy and TAR@FAR=1e-3 on --bench pairs"
@@ -66,7 +70,7 @@ class VerificationMetric(Metric):
         benchmarks = ctx.require("benchmarks", self.name)
         embedder = ctx.embedder()
         scalars: dict[str, float] = {}
-        rows, notes, names = [], [], set()
+        rows, notes, names, curves = [], [], set(), {}
         for path in benchmarks:
             pairset = open_pairs(path, self.root, allow_outside_root=self.allow_outside_root)
             name = pairset.name
@@ -85,10 +89,52 @@ class VerificationMetric(Metric):
                          "far": res.far, "tar@far1e-4": res.tar_at_far_1e4, "auc": res.auc,
                          "threshold_mean": float(np.mean(res.thresholds))})
             notes.extend(f"{name}: {n}" for n in res.notes if not n.startswith(("flip", "no flip")))
+            curves[name] = res
         notes.append("flip TTA: embed(x) + embed(mirror x)" if self.flip else "no flip TTA")
         scalars["mean"] = float(np.mean([r["accuracy"] for r in rows]))
+        if ctx.out_dir is not None:
+            save_roc(curves, Path(ctx.out_dir) / ROC_FILE)
         return MetricResult(self.name, scalars, per_item=pd.DataFrame(rows), notes=notes,
                             space=embedder.cache_key())
+
+
+ROC_FILE = "verification_roc.csv"  # what `fsbench report` draws its ROC figure from
+ROC_POINTS = 200  # at most, per benchmark
+
+
+def roc_points(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray,
+               max_points: int = ROC_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ROC curve of one benchmark, at most `max_points` of it: a point repeating the one
+    before (thresholds below the closest pair, above the farthest) is dropped, then points
+    are taken evenly along what is left, the first and last always kept."""
+    fpr, tpr, thresholds = (np.asarray(a, dtype=np.float64) for a in (fpr, tpr, thresholds))
+    keep = np.ones(len(fpr), dtype=bool)
+    keep[1:] = (np.diff(fpr) != 0) | (np.diff(tpr) != 0)
+    index = np.flatnonzero(keep)
+    if len(index) > max_points:
+        index = index[np.unique(np.linspace(0, len(index) - 1, max_points).round().astype(np.int64))]
+    return fpr[index], tpr[index], thresholds[index]
+
+
+def save_roc(curves: dict[str, Any], path: Path) -> Path:
+    """`verification_roc.csv` with columns bench, threshold, fpr, tpr: per benchmark the mean
+    over its folds of the test-fold FPR and TPR at each squared-distance threshold of the
+    protocol's grid (`VerificationResult.fpr` / `.tpr`), thresholds ascending, at most
+    `ROC_POINTS` rows. Written atomically (a temporary name, then a rename)."""
+    import os
+
+    import pandas as pd
+
+    from fsbench.verification import ACC_THRESHOLDS
+
+    frames = []
+    for name, res in curves.items():
+        fpr, tpr, thresholds = roc_points(res.fpr, res.tpr, ACC_THRESHOLDS[: len(res.fpr)])
+        frames.append(pd.DataFrame({"bench": name, "threshold": thresholds.round(6), "fpr": fpr, "tpr": tpr}))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
 
 
 # --------------------------------------------------------------------------- command
