@@ -27,24 +27,42 @@ PACKAGES = ("fsbench", "plugins", "generators")
 
 @dataclass(frozen=True)
 class Edge:
-    source: str  # importing module, e.g. "plugins.fr.gap"
+    source: str  # importing module, e.g. "fsbench.plugins.fr.gap"
     target: str  # imported module, e.g. "fsbench.data.pairs"
     line: int
     module_level: bool  # runs when `source` is imported (not inside a function)
     type_checking: bool  # under `if TYPE_CHECKING:`; never runs
 
     def where(self) -> str:
-        return f"{self.source.replace('.', '/')}.py:{self.line}"
+        return f"{_file_of(self.source)}:{self.line}"
+
+
+def _file_of(module: str) -> str:
+    """fsbench.plugins.fr.gap -> plugins/fr/gap.py: the folders plugins/ and generators/ are
+    installed as fsbench.plugins and fsbench.generators (pyproject's package-dir)."""
+    parts = module.split(".")
+    if parts[:2] in (["fsbench", "plugins"], ["fsbench", "generators"]):
+        parts = parts[1:]
+    return "/".join(parts) + ".py"
+
+
+def _layer(module: str) -> list[str]:
+    """The module's name as DESIGN.md's layers read it: fsbench.plugins.fr.gap -> [plugins, fr, gap]."""
+    parts = module.split(".")
+    return parts[1:] if parts[:2] in (["fsbench", "plugins"], ["fsbench", "generators"]) else parts
 
 
 def _modules() -> dict[str, Path]:
-    """Dotted module name -> file, for every .py file of the three packages."""
+    """Dotted module name (as installed: plugins/ is fsbench.plugins) -> file, for every .py file
+    of the three folders."""
     out: dict[str, Path] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
+            if package != "fsbench":
+                parts.insert(0, "fsbench")
             out[".".join(parts)] = path
     return out
 
@@ -71,6 +89,8 @@ def _edges_of(module: str, path: Path, modules: dict[str, Path]) -> list[Edge]:
 
     def add(name: str, line: int, module_level: bool, type_checking: bool) -> None:
         target = _resolve(name, modules)
+        if name.split(".")[0] in ("plugins", "generators"):  # the source folder as a top-level package
+            target = name
         if target is not None and target != module:
             edges.append(Edge(module, target, line, module_level, type_checking))
 
@@ -176,7 +196,11 @@ def violations(edges: list[Edge]) -> list[str]:
     """DESIGN.md's directions, checked on every import (TYPE_CHECKING ones included)."""
     out = []
     for e in edges:
-        src, dst = e.source.split("."), e.target.split(".")
+        if e.target.split(".")[0] in ("plugins", "generators"):
+            out.append(f"{e.where()}: imports {e.target}: the folder is installed as fsbench.{e.target} "
+                       "(a top-level import loads a second copy of the module)")
+            continue
+        src, dst = _layer(e.source), _layer(e.target)
         if src[0] == "fsbench" and dst[0] in ("plugins", "generators"):
             out.append(f"{e.where()}: the core imports {e.target} (plugins and generators come through the registry)")
         elif src[0] == "generators" and dst[0] == "plugins":
@@ -229,11 +253,25 @@ def test_the_checks_catch_what_they_claim():
         return Edge(a, b, 1, module_level, False)
 
     made_up = [edge("fsbench.a", "fsbench.b"), edge("fsbench.b", "fsbench.c", False), edge("fsbench.c", "fsbench.a"),
-               edge("fsbench.a", "plugins.m.x"), edge("plugins.fr.g", "plugins.metrics.v"),
-               edge("plugins.fr.g", "plugins.fr.h"), edge("generators.a.x", "generators.b.y"),
-               edge("generators.a.x", "generators.a.y"), edge("plugins.fr.c", "fsbench.cli")]
+               edge("fsbench.a", "fsbench.plugins.m.x"), edge("fsbench.plugins.fr.g", "fsbench.plugins.metrics.v"),
+               edge("fsbench.plugins.fr.g", "fsbench.plugins.fr.h"), edge("fsbench.generators.a.x", "fsbench.generators.b.y"),
+               edge("fsbench.generators.a.x", "fsbench.generators.a.y"), edge("fsbench.plugins.fr.c", "fsbench.cli")]
     assert find_cycles(_runtime(made_up)) == [["fsbench.a", "fsbench.b", "fsbench.c", "fsbench.a"]]
     assert find_cycles(_runtime(made_up, module_level_only=True)) == []
+    made_up.append(edge("fsbench.plugins.fr.k", "plugins.metrics.v"))  # the old top-level name
     found = violations(made_up)
-    assert len(found) == 4, found
-    assert [f.split(":")[0] for f in found] == ["fsbench/a.py", "plugins/fr/g.py", "generators/a/x.py", "plugins/fr/c.py"]
+    assert len(found) == 5, found
+    assert [f.split(":")[0] for f in found] == ["fsbench/a.py", "plugins/fr/g.py", "generators/a/x.py", "plugins/fr/c.py",
+                                                "plugins/fr/k.py"]
+
+
+def test_every_package_folder_is_installed_under_fsbench():
+    """pyproject lists the packages by hand (package-dir maps plugins/ and generators/ under
+    fsbench): a new sub-package left out of the list would be missing from a wheel."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {name for name, path in _modules().items() if path.name == "__init__.py"}
+    assert listed == found, (sorted(found - listed), sorted(listed - found))
+    assert config["package-dir"] == {"fsbench.plugins": "plugins", "fsbench.generators": "generators"}

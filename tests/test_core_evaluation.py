@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fsbench.plugins.embedders.pixels import PixelEmbedder
 from PIL import Image
 
 from fsbench.api import Embedder
 from fsbench.data import FaceDataset
 from fsbench.errors import MetricError, UsageError
 from fsbench.evaluation import EvalContext
-from plugins.embedders.pixels import PixelEmbedder
 
 
 class MeanColour(Embedder):
@@ -111,7 +111,7 @@ def test_pixel_embedder_matches_a_naive_reference():
 
 
 def test_summary_metric_counts_by_hand(folder):
-    from plugins.metrics.summary import Summary
+    from fsbench.plugins.metrics.summary import Summary
 
     root = folder(ids=2, per_id=3, size=8)
     (root / "id_001" / "img_00.png").unlink()

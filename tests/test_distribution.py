@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fsbench.plugins.metrics._distribution_math import frechet_distance, kid, polynomial_mmd2, prdc
 from scipy import linalg
 from scipy.spatial.distance import cdist
 
 from fsbench.stats import RunningMoments
-from plugins.metrics._distribution_math import frechet_distance, kid, polynomial_mmd2, prdc
 
 
 @pytest.fixture(autouse=True)
 def _fresh_feature_memo():
     """Features are memoised per process by (content fingerprint, space); tests that patch an
     embedder's behaviour on datasets another test made with the same bytes must not share them."""
-    from plugins.metrics import _distribution_features
+    from fsbench.plugins.metrics import _distribution_features
 
     _distribution_features._memo.clear()
     yield
@@ -203,8 +203,9 @@ def test_prdc_too_few_samples():
 
 
 def pixel_features(root, side):
+    from fsbench.plugins.embedders.pixels import PixelEmbedder
+
     from fsbench.data import FaceDataset
-    from plugins.embedders.pixels import PixelEmbedder
 
     ds = FaceDataset.open(root)
     return PixelEmbedder(str(side)).embed(np.stack([ds.read(i) for i in range(len(ds))])).astype(np.float64)
@@ -288,8 +289,9 @@ def test_kid_whole_set_is_one_estimate_without_spread(pair):
 
 
 def test_features_computed_once_per_set(pair, monkeypatch):
+    from fsbench.plugins.embedders.pixels import PixelEmbedder
+
     from fsbench.registry import get_registry
-    from plugins.embedders.pixels import PixelEmbedder
 
     calls = []
     original = PixelEmbedder.embed
@@ -305,9 +307,10 @@ def test_features_computed_once_per_set(pair, monkeypatch):
 
 
 def test_plugin_errors(pair, monkeypatch, tmp_path):
+    from fsbench.plugins.metrics._distribution_features import _checked
+
     from fsbench.errors import CheckpointError, MetricError, UsageError
     from fsbench.registry import get_registry
-    from plugins.metrics._distribution_features import _checked
 
     a, b = pair
     with pytest.raises(UsageError, match="needs a reference"):
@@ -376,7 +379,7 @@ def test_stats_and_fid_commands(pair, cli, tmp_path):
 
 def test_frechet_singular_covariance_falls_back():
     # diag(0, 1, 4) has no Cholesky factor: the symmetric square root is used instead.
-    from plugins.metrics._distribution_math import trace_sqrt_product
+    from fsbench.plugins.metrics._distribution_math import trace_sqrt_product
 
     a, b = np.array([0.0, 1.0, 4.0]), np.array([9.0, 4.0, 1.0])
     assert trace_sqrt_product(np.diag(a), np.diag(b)) == pytest.approx(0 + 2 + 2, rel=1e-12)
@@ -389,8 +392,9 @@ def test_frechet_singular_covariance_falls_back():
 
 
 def test_failed_rows_are_dropped_and_noted(pair, monkeypatch, cli):
+    from fsbench.plugins.embedders.pixels import PixelEmbedder
+
     from fsbench.registry import get_registry
-    from plugins.embedders.pixels import PixelEmbedder
 
     monkeypatch.setattr(PixelEmbedder, "failures", lambda self: {0: "no face found"})
     a, b = pair

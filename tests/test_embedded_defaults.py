@@ -14,7 +14,7 @@ from fsbench.hashing import sha256_of
 
 @pytest.mark.parametrize("generator", ["vigface", "segtex"])
 def test_the_embedded_default_is_shipped_with_its_recipe_and_samples_without_a_run(cli, tmp_path, generator):
-    embedded = importlib.import_module(f"generators.{generator}").EMBEDDED
+    embedded = importlib.import_module(f"fsbench.generators.{generator}").EMBEDDED
     recipe = json.loads((embedded / "recipe.json").read_text())
     assert recipe["generator"] == generator and recipe["preset"] == "tiny"
     assert f"fsbench train {generator}" in recipe["commands"]

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fsbench.plugins.embedders import dlib as dlib_mod
+from fsbench.plugins.embedders.insightface import InsightFaceEmbedder
+from fsbench.plugins.embedders.iresnet import IResNetEmbedder, parse_spec
 from torch import nn
 
 from fsbench.errors import CheckpointError, UsageError
-from plugins.embedders import dlib as dlib_mod
-from plugins.embedders.insightface import InsightFaceEmbedder
-from plugins.embedders.iresnet import IResNetEmbedder, parse_spec
 
 # --------------------------------------------------------------------------- an independent IResNet
 
@@ -372,7 +372,7 @@ def test_dlib_missing_weights_and_bad_mode(monkeypatch):
 
 
 def test_embedders_are_registered():
-    from plugins.embedders import dlib, insightface, iresnet
+    from fsbench.plugins.embedders import dlib, insightface, iresnet
 
     names = {c.name for m in (dlib, insightface, iresnet) for c in m.fsbench_register_embedders()}
     assert names == {"dlib", "insightface", "iresnet"}

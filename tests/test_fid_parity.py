@@ -157,7 +157,7 @@ def load_references() -> References | None:
 def random_fid_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
     """A seeded random FID Inception state_dict: He-scaled convolutions, BatchNorm with non-trivial
     affine parameters and running statistics (so eps and the running stats are exercised)."""
-    from plugins.embedders._inception_net import FIDInceptionV3
+    from fsbench.plugins.embedders._inception_net import FIDInceptionV3
 
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -248,7 +248,7 @@ def torch_fidelity_features(net, images: np.ndarray) -> np.ndarray:
 
 def fsbench_on_torch_fidelity_input(ref: References, weights: Path, images: np.ndarray) -> np.ndarray:
     """fsbench's network on torch-fidelity's preprocessing (TF1 resize, (x - 128) / 128): the network alone."""
-    from plugins.embedders.inception import SIZE, load_fid_inception
+    from fsbench.plugins.embedders.inception import SIZE, load_fid_inception
 
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     x = ref.tf_resize(x, size=(SIZE, SIZE), align_corners=False)
@@ -258,7 +258,7 @@ def fsbench_on_torch_fidelity_input(ref: References, weights: Path, images: np.n
 
 def fsbench_features(weights: Path, images: np.ndarray, resize: str = "bilinear", device: str = "cpu") -> np.ndarray:
     """fsbench's `inception` embedder as shipped (on the CPU, where the references run)."""
-    from plugins.embedders.inception import InceptionEmbedder
+    from fsbench.plugins.embedders.inception import InceptionEmbedder
 
     emb = InceptionEmbedder(option=resize, weights=weights)
     emb._device = device
@@ -269,7 +269,7 @@ def fsbench_on_pytorch_fid_input(weights: Path, images: np.ndarray) -> np.ndarra
     """fsbench's network on pytorch-fid's input tensor, memory layout included (ToTensor makes it NCHW-contiguous;
     fsbench's embedder feeds the permuted NHWC batch as it is, channels-last, which the CPU convolutions sum in
     another order: ~1e-7 relative, and ~25 % faster)."""
-    from plugins.embedders.inception import SIZE, load_fid_inception
+    from fsbench.plugins.embedders.inception import SIZE, load_fid_inception
 
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().float().div(255)
     x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
@@ -286,8 +286,9 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 # --- FID from features: each package's own statistics and distance
 
 def fsbench_fid(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> float:
+    from fsbench.plugins.metrics._distribution_math import frechet_distance
+
     from fsbench.stats import RunningMoments
-    from plugins.metrics._distribution_math import frechet_distance
 
     ma, mb = RunningMoments(a.shape[1]), RunningMoments(b.shape[1])
     for start in range(0, len(a), chunk):
@@ -333,7 +334,7 @@ def ref() -> References:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from plugins.embedders.inception import WEIGHTS_FILE
+    from fsbench.plugins.embedders.inception import WEIGHTS_FILE
 
     path = tmp_path_factory.mktemp("fid-parity") / WEIGHTS_FILE  # random weights under the published name
     torch.save(random_fid_state_dict(), path)
@@ -346,8 +347,8 @@ def images() -> dict[tuple[int, int], np.ndarray]:
 
 
 def test_same_state_dict_layout_loads_strictly_everywhere(ref, weights):
-    from plugins.embedders._inception_net import FIDInceptionV3
-    from plugins.embedders.inception import load_fid_inception
+    from fsbench.plugins.embedders._inception_net import FIDInceptionV3
+    from fsbench.plugins.embedders.inception import load_fid_inception
 
     ours = set(FIDInceptionV3().state_dict())
     tf_net = torch_fidelity_net(ref, weights)  # loads strictly
@@ -403,7 +404,7 @@ def test_network_equals_torch_fidelity(features):
 def test_resize_is_pytorch_fids_and_where_tf1_differs(ref, images):
     """fsbench's bilinear resize is pytorch-fid's F.interpolate call exactly; torch-fidelity's TF1 resize
     agrees at 299 px (both the identity) and differs elsewhere (another sampling grid, by design)."""
-    from plugins.embedders.inception import SIZE, resize_batch
+    from fsbench.plugins.embedders.inception import SIZE, resize_batch
 
     for (h, w), imgs in images.items():
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float()

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fsbench.plugins.fr.classify import split_first_k
+from fsbench.plugins.fr.gap import gap_to_real
 from PIL import Image
 
 from fsbench.data import FaceDataset
@@ -23,8 +25,6 @@ from fsbench.train.checkpoint import load_checkpoint, save_checkpoint
 from fsbench.train.config import parse_overrides
 from fsbench.train.data import TrainBatches
 from fsbench.train.fr import FR_PRESETS, fr_config, load_backbone, lr_at, train_fr
-from plugins.fr.classify import split_first_k
-from plugins.fr.gap import gap_to_real
 
 # A tiny, fast configuration (non-standard r4 at 32 px): 48 images, batch 8 -> 6 steps/epoch.
 FAST = {
@@ -285,9 +285,10 @@ def test_benchmark_fr_table_and_files(cli, tmp_path):
     assert "| Training set |" in md and "GR (%)" in md and "easy" in md
 
     # the reported accuracy is part A's verification of the trained model, reproduced here
+    from fsbench.plugins.fr.embedder import RunEmbedder
+
     from fsbench.data.pairs import read_bin_pairs
     from fsbench.verification import verify_embedder
-    from plugins.fr.embedder import RunEmbedder
 
     res = verify_embedder(RunEmbedder(rows[0]["run_dir"]), read_bin_pairs(b1), flip=True, n_folds=10)
     assert 100 * res.accuracy == pytest.approx(rows[0]["easy"])

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fsbench.plugins.metrics import _identity_math as im
+from fsbench.plugins.metrics import identity as idm
 
 from fsbench.api import Embeddings
 from fsbench.errors import MetricError, UsageError
-from plugins.metrics import _identity_math as im
-from plugins.metrics import identity as idm
 
 SEEDS = [0, 1, 2]
 
@@ -494,7 +494,7 @@ def test_cst_sep_figure_is_written_atomically(tmp_path):
 
 
 def test_cli_json_contract_with_dlib_aligned(tmp_path, cli):
-    from plugins.embedders.dlib import weights_available
+    from fsbench.plugins.embedders.dlib import weights_available
 
     if not weights_available():
         pytest.skip("dlib weights (face_recognition_models) not installed")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fsbench.plugins.embedders.judge import BACKBONE, RECIPE, WEIGHTS_DIR, JudgeEmbedder
 
 from fsbench.data import FaceDataset
 from fsbench.errors import UsageError
 from fsbench.evaluation import EvalContext
 from fsbench.judge import JUDGE_WORLD_SEED, benchmark_info, default_embedder
-from plugins.embedders.judge import BACKBONE, RECIPE, WEIGHTS_DIR, JudgeEmbedder
 
 
 @pytest.fixture(autouse=True)
@@ -223,7 +223,7 @@ def test_evaluate_on_a_plain_folder_chooses_dlib(folder):
 
 def test_build_writes_weights_and_a_recipe_that_names_them(tmp_path, cli):
     """The rebuild path end to end, at toy scale (the shipped judge: 1,000 x 8, 10 epochs)."""
-    from plugins.embedders.judge import build_judge
+    from fsbench.plugins.embedders.judge import build_judge
 
     recipe = build_judge(tmp_path / "j", ids=6, per_id=2, bench_pairs=20, overrides={"epochs": 1, "batch_size": 4},
                          show_progress=False)

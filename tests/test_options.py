@@ -171,8 +171,8 @@ def test_fr_config_refuses_nan_and_absurd_values():
 
 
 def test_strengths_ranges_keep_the_defaults():
-    from generators.procedural.make import with_strengths
-    from generators.procedural.params import DEFAULT_STRENGTHS, Strengths
+    from fsbench.generators.procedural.make import with_strengths
+    from fsbench.generators.procedural.params import DEFAULT_STRENGTHS, Strengths
 
     assert parse(Strengths, {}, where="p") == DEFAULT_STRENGTHS  # every default inside its range
     assert with_strengths(yaw_sd="5", jpeg_quality="40,90").jpeg_quality == (40, 90)
@@ -185,9 +185,9 @@ def test_strengths_ranges_keep_the_defaults():
 
 
 def test_metric_options_use_the_layer():
-    from plugins.metrics.distribution import KID
-    from plugins.metrics.identity import Leakage, SimilarityIoU
-    from plugins.metrics.verification import VerificationMetric
+    from fsbench.plugins.metrics.distribution import KID
+    from fsbench.plugins.metrics.identity import Leakage, SimilarityIoU
+    from fsbench.plugins.metrics.verification import VerificationMetric
 
     assert SimilarityIoU(bins="50").opts["bins"] == 50
     with pytest.raises(UsageError, match=r"metric 'iou': unknown option\(s\) bin; did you mean bins\?"):

@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fsbench.generators.procedural import Procedural
+from fsbench.generators.procedural import make as make_mod
+from fsbench.generators.procedural.bench import BENCHMARKS, bench_job, pair_plan
+from fsbench.generators.procedural.items import REGIONS, Job, render_arrays, render_job
+from fsbench.generators.procedural.make import make_dataset
+from fsbench.generators.procedural.params import HELD_OUT_BASE, draw_identity, draw_nuisance
+from fsbench.generators.procedural.render import CLASSES, L_EYE, R_EYE, SKIN, render
 from PIL import Image
 
 from fsbench.data import FaceDataset
 from fsbench.data.binpack import read_bin
 from fsbench.errors import DatasetError, UsageError
-from generators.procedural import Procedural
-from generators.procedural import make as make_mod
-from generators.procedural.bench import BENCHMARKS, bench_job, pair_plan
-from generators.procedural.items import REGIONS, Job, render_arrays, render_job
-from generators.procedural.make import make_dataset
-from generators.procedural.params import HELD_OUT_BASE, draw_identity, draw_nuisance
-from generators.procedural.render import CLASSES, L_EYE, R_EYE, SKIN, render
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -62,8 +62,8 @@ def test_same_seed_gives_byte_identical_files(world: Path, tmp_path: Path) -> No
 WORLD_DIGEST = "fc4aec37be13fc1d85ca6b63ecf04839551b8466cccc0ae5107a7ba9aae2a5db"
 _WORLD_DIGEST_CODE = """
 import hashlib, json
-from generators.procedural.bench import bench_job
-from generators.procedural.items import Job, render_arrays
+from fsbench.generators.procedural.bench import bench_job
+from fsbench.generators.procedural.items import Job, render_arrays
 jobs = [Job(0, i, j) for i in range(6) for j in range(3)] + [Job(3, 7, 0, 256), Job(3, 7, 1, 48)]
 jobs += [bench_job(0, p, 10_000_000 + k, k % 4, 112) for k, p in enumerate(("lfw_like", "cfp_fp_like", "agedb_like"))]
 h = hashlib.sha256()
@@ -126,7 +126,7 @@ def test_nuisance_is_independent_of_identity_parameters() -> None:
 def test_nuisance_fields_do_not_shift_each_others_draws() -> None:
     # each field has its own draws whichever branch another takes: switching smiles, glasses,
     # blur or profiles fully on or off changes those fields and nothing else
-    from generators.procedural.params import DEFAULT_STRENGTHS
+    from fsbench.generators.procedural.params import DEFAULT_STRENGTHS
 
     def with_p(p: float):
         s = dataclasses.replace(DEFAULT_STRENGTHS, smile_p=p, glasses_p=p, blur_p=p, profile_p=p)
@@ -214,7 +214,7 @@ def _reference_strip(image: np.ndarray, labels: np.ndarray, size: int) -> np.nda
 
 
 def test_mask_file_and_region_strip_match_the_render() -> None:
-    from generators.procedural.items import region_strip
+    from fsbench.generators.procedural.items import region_strip
 
     for key in ((5, 2, 1), (0, 7, 3), (1, 3, 0)):
         image, labels, _ = render_arrays(Job(*key))
@@ -411,7 +411,7 @@ def test_a_killed_data_make_with_workers_resumes_to_the_same_bytes(tmp_path: Pat
 
 @pytest.mark.parametrize("n,workers", [(1, 2), (7, 2), (100, 2), (2000, 2), (2001, 3), (600, 1)])
 def test_tasks_cover_every_job_once_in_order_and_end_short(n: int, workers: int) -> None:
-    from generators.procedural.pool import CHUNK, tasks
+    from fsbench.generators.procedural.pool import CHUNK, tasks
 
     jobs = list(range(n))
     chunks = tasks(jobs, workers)

@@ -7,8 +7,7 @@ import json
 import re
 
 import pytest
-
-from generators.procedural.bench import BENCHMARKS, benchmark_images, pair_plan
+from fsbench.generators.procedural.bench import BENCHMARKS, benchmark_images, pair_plan
 
 
 @pytest.mark.parametrize("pairs", [20, 40, 600, 6000])

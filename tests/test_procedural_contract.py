@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fsbench.generators.procedural import Procedural
+
 from fsbench.testing import check_generator
-from generators.procedural import Procedural
 
 
 def files(root: Path, sub: str = "") -> dict[str, bytes]:

@@ -7,10 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from generators.procedural import pixel, render
-from generators.procedural.params import draw_nuisance
-from generators.procedural.render import HAIR, SKIN, _bank, _blur_taps, _Camera, camera, surface
+from fsbench.generators.procedural import pixel, render
+from fsbench.generators.procedural.params import draw_nuisance
+from fsbench.generators.procedural.render import HAIR, SKIN, _bank, _blur_taps, _Camera, camera, surface
 
 
 def _camera(yaw: float, pitch: float, roll: float) -> _Camera:

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 import torch
 from conftest import micro_train, run_cli
+from fsbench.generators.segtex import SegTex
+from fsbench.generators.segtex.config import PRESETS, SegTexConfig
+from fsbench.generators.segtex.data import nearest_map
+from fsbench.generators.segtex.sampler import SegTexSampler
+from fsbench.generators.segtex.steps import SLOTS, Augment, Maps, Pose, SegTexContext, gaussian_kernel, pose_grid
 from PIL import Image
 
 import fsbench
 from fsbench.api import PipelineStep
-from generators.segtex import SegTex
-from generators.segtex.config import PRESETS, SegTexConfig
-from generators.segtex.data import nearest_map
-from generators.segtex.sampler import SegTexSampler
-from generators.segtex.steps import SLOTS, Augment, Maps, Pose, SegTexContext, gaussian_kernel, pose_grid
 
 MICRO = {"segmap_batch_size": 8, "texture_batch_size": 8, "segmap_epochs": 1, "texture_epochs": 2,
          "checkpoint_every": 3}
@@ -55,7 +55,7 @@ def test_presets_paper_is_table_3_and_tiny_is_32_px():
     assert paper.texture_epochs == 35 and paper.vgg_path is None and paper.feature_net == "auto"
     tiny = parse(SegTexConfig, PRESETS["tiny"], where="t")
     assert (tiny.size, tiny.image_size) == ("tiny", 32)
-    from generators.segtex.stages import segtex_size
+    from fsbench.generators.segtex.stages import segtex_size
 
     assert segtex_size(paper).texture.start == 8 and segtex_size(tiny).texture.image_size == 32
     from fsbench.errors import UsageError
@@ -74,8 +74,9 @@ def test_nearest_map_reads_floor_of_the_scaled_index():
 
 
 def _options(**kw):
+    from fsbench.generators.segtex.config import SegTexOptions
+
     from fsbench.options import parse
-    from generators.segtex.config import SegTexOptions
 
     return parse(SegTexOptions, kw, where="t")
 
@@ -306,10 +307,11 @@ def test_texture_without_segmap_is_refused(cli, world, tmp_path):
 
 
 def test_a_local_vgg19_file_serves_the_perceptual_loss_and_is_recorded(world, tmp_path):
+    from fsbench.generators.segtex.losses import VGG19Features
+
     from fsbench.data import FaceDataset
     from fsbench.hashing import sha256_of
     from fsbench.runs import Run, train_generator
-    from generators.segtex.losses import VGG19Features
 
     torch.manual_seed(0)
     vgg = tmp_path / "vgg19.pth"

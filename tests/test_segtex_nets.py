@@ -13,10 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
-
-from fsbench.errors import CheckpointError
-from generators.segtex.losses import (
+from fsbench.generators.segtex.losses import (
     VGG_LAYER_WEIGHTS,
     DiscriminatorFeatures,
     SegmapLossWeights,
@@ -37,9 +34,12 @@ from generators.segtex.losses import (
     style_loss,
     texture_total,
 )
-from generators.segtex.segmap_net import SegmapDiscriminator, SegmapGenerator, adain, render_map
-from generators.segtex.sizes import SIZES
-from generators.segtex.texture_net import SPADE, MultiscaleDiscriminator, SPADEGenerator, TextureNet
+from fsbench.generators.segtex.segmap_net import SegmapDiscriminator, SegmapGenerator, adain, render_map
+from fsbench.generators.segtex.sizes import SIZES
+from fsbench.generators.segtex.texture_net import SPADE, MultiscaleDiscriminator, SPADEGenerator, TextureNet
+from torch.nn import functional as F
+
+from fsbench.errors import CheckpointError
 
 TINY, PAPER = SIZES["tiny"], SIZES["paper"]
 

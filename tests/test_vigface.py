@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import micro_train, run_cli
+from fsbench.generators.vigface import VIGFace
+from fsbench.generators.vigface.config import PRESETS, VIGFaceConfig
+from fsbench.generators.vigface.diffusion import CosineSchedule, ddim_sample
+from fsbench.generators.vigface.stages import fr_step, prototype_stats, virtual_embeddings
+from fsbench.generators.vigface.uvit import UViT, UViTSize
 from torch import nn
 from torch.nn import functional as F
 
 from fsbench.nn.margin import MarginHead
 from fsbench.options import parse
-from generators.vigface import VIGFace
-from generators.vigface.config import PRESETS, VIGFaceConfig
-from generators.vigface.diffusion import CosineSchedule, ddim_sample
-from generators.vigface.stages import fr_step, prototype_stats, virtual_embeddings
-from generators.vigface.uvit import UViT, UViTSize
 
 MICRO = {
     "fr_batch_size": 16, "fr_epochs": 2, "virtual_ids": 12, "width": 32, "depth": 3, "heads": 2, "batch_size": 8,

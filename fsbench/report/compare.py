@@ -376,13 +376,14 @@ def _markdown(frame: pd.DataFrame, spaces: dict[str, str], title: str, provenanc
 
 
 def write_report(runs: list[Path], out_dir: Path, title: str = "fsbench comparison",
-                 results_folder: ResultsFolder | None = None, bootstrap: Bootstrap | None = None) -> Report:
+                 results_folder: ResultsFolder | None = None, bootstrap: Bootstrap | None = None,
+                 samples: bool = True) -> Report:
     """`results_folder` (`fsbench report`): refuse an `out_dir` holding results unless --overwrite,
     whose old files (a stale figure) are removed before these are written.
 
     Writes report.md, report.html, table.tex, results.csv + results.parquet (one frame),
     provenance.json and the figures (PNG + SVG). `bootstrap`: how the intervals are drawn
-    (default: 1,000 resamples, seed 0, 95 %)."""
+    (default: 1,000 resamples, seed 0, 95 %). `samples=False`: no sample grids (a small report)."""
     results = add_intervals(load_evaluations(runs), bootstrap or Bootstrap())
     frame, spaces, provenance = results.frame, results.spaces, results.provenance
     if results_folder is not None:
@@ -392,7 +393,7 @@ def write_report(runs: list[Path], out_dir: Path, title: str = "fsbench comparis
     from fsbench.report import html, latex
     from fsbench.report.plots import write_figures
 
-    drawn = write_figures(results, out_dir)
+    drawn = write_figures(results, out_dir, samples=samples)
     table = summary_table(frame)
     settings = {g: info["settings"] for g, info in results.groups.items()}
     references = results.reference_rows()

@@ -57,8 +57,9 @@ class Drawn:
     skipped: list[str] = field(default_factory=list)  # one line per figure not drawn, saying why
 
 
-def write_figures(results: Results, out_dir: Path) -> Drawn:
-    """Every figure the evaluations have data for, into `out_dir`; the others as notes."""
+def write_figures(results: Results, out_dir: Path, *, samples: bool = True) -> Drawn:
+    """Every figure the evaluations have data for, into `out_dir`; the others as notes.
+    `samples=False` leaves out the sample grids (the largest files, for a report kept small)."""
     drawn = Drawn()
     names: set[str] = set()
 
@@ -70,7 +71,7 @@ def write_figures(results: Results, out_dir: Path) -> Drawn:
         names.add(unique)
         return Path(out_dir) / unique
 
-    for draw in (_sample_grids, _cst_sep, _similarity, _distribution, _roc):
+    for draw in ((_sample_grids,) if samples else ()) + (_cst_sep, _similarity, _distribution, _roc):
         draw(results, drawn, stem)
     return drawn
 

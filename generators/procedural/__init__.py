@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from fsbench.generators.procedural.params import Strengths
 
 import fsbench
 from fsbench.api import Generator
 from fsbench.options import opt, parse
-from generators.procedural.params import Strengths
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Procedural(Generator):
     embedded_world = True
 
     def sampler(self, run: Any, config: WorldConfig, options: Strengths) -> Any:
-        from generators.procedural.sampler import ProceduralSampler
+        from fsbench.generators.procedural.sampler import ProceduralSampler
 
         return ProceduralSampler(config, options)
 
@@ -102,8 +102,9 @@ class Procedural(Generator):
 
         Options may arrive as strings (``-o masks=false``): `MakeOptions` converts them.
         """
+        from fsbench.generators.procedural.make import make_dataset, with_strengths
+
         from fsbench.errors import UsageError
-        from generators.procedural.make import make_dataset, with_strengths
 
         if out_dir is None:
             raise UsageError("procedural: an output folder (--out) is required")
@@ -151,8 +152,8 @@ def make_procedural_cmd(out_dir: Path, n_ids: int, per_id: int, size: int, seed:
     from fsbench import ui
 
     if benchmark:
-        from generators.procedural.bench import check_bench_pairs, describe_benchmarks
-        from generators.procedural.make import check_options
+        from fsbench.generators.procedural.bench import check_bench_pairs, describe_benchmarks
+        from fsbench.generators.procedural.make import check_options
 
         check_options(n_ids, per_id, size, seed)
         check_bench_pairs(bench_pairs)
@@ -167,7 +168,7 @@ def make_procedural_cmd(out_dir: Path, n_ids: int, per_id: int, size: int, seed:
         "masks": masks, "seed": seed, "seconds": round(seconds, 2),
     }
     if benchmark:
-        from generators.procedural.bench import BENCHMARKS, benchmark_images
+        from fsbench.generators.procedural.bench import BENCHMARKS, benchmark_images
 
         result["benchmarks"] = {name: str(Path(out_dir) / "benchmarks" / name / f"{name}.bin") for name in BENCHMARKS}
         result["benchmark_pairs"] = bench_pairs

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from functools import partial
 
-from generators.procedural.items import Job, render_chunk, warm_caches, write_chunk
+from fsbench.generators.procedural.items import Job, render_chunk, warm_caches, write_chunk
 
 # Items per task sent to a worker, at most. Each task is a round trip through the pool's
 # queues that wakes the main process, which competes with the workers for the cores: main

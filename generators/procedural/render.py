@@ -33,10 +33,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
-
-from generators.procedural.params import BALD, BUZZ, CURLY, HAIR_STYLES, LONG, MEDIUM, TIED, Identity, Nuisance
-from generators.procedural.pixel import (
+from fsbench.generators.procedural.params import BALD, BUZZ, CURLY, HAIR_STYLES, LONG, MEDIUM, TIED, Identity, Nuisance
+from fsbench.generators.procedural.pixel import (
     F32,
     SURFACE,
     blend_row_to,
@@ -68,6 +66,7 @@ from generators.procedural.pixel import (
     soft32,
     surface32,
 )
+from numba import njit
 
 CLASSES = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
@@ -111,7 +110,7 @@ def _bank() -> np.ndarray:
 def warm_caches(size: int = 112) -> None:
     """Build the per-process tables and load (or, once per machine, compile) every kernel
     now: call it before forking workers, which then inherit all of it."""
-    from generators.procedural.params import draw_identity, draw_nuisance
+    from fsbench.generators.procedural.params import draw_identity, draw_nuisance
 
     _bank()
     _axis(size)

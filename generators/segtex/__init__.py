@@ -23,9 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fsbench.generators.segtex.config import PRESETS, SegTexConfig, SegTexOptions
+
 import fsbench
 from fsbench.api import Generator, Stage
-from generators.segtex.config import PRESETS, SegTexConfig, SegTexOptions
 
 EMBEDDED = Path(__file__).parent / "embedded"
 
@@ -45,7 +46,7 @@ class SegTex(Generator):
     )
 
     def plan_stage(self, stage: str, ctx: Any) -> Any:
-        from generators.segtex.stages import plan_segmap, plan_texture
+        from fsbench.generators.segtex.stages import plan_segmap, plan_texture
 
         return plan_segmap(ctx) if stage == "segmap" else plan_texture(ctx)
 
@@ -55,7 +56,7 @@ class SegTex(Generator):
         return EMBEDDED if (EMBEDDED / "run.json").exists() else None
 
     def sampler(self, run: Any, config: Any, options: Any) -> Any:
-        from generators.segtex.sampler import SegTexSampler
+        from fsbench.generators.segtex.sampler import SegTexSampler
 
         return SegTexSampler(run, config, options)
 
@@ -67,14 +68,14 @@ def fsbench_register_generators():
 
 @fsbench.hookimpl
 def fsbench_register_pipeline_steps():
-    from generators.segtex.steps import STEPS
+    from fsbench.generators.segtex.steps import STEPS
 
     return list(STEPS)
 
 
 @fsbench.hookimpl
 def fsbench_register_commands(commands):
-    from generators.segtex.edit import edit_cmd
+    from fsbench.generators.segtex.edit import edit_cmd
 
     commands.group("segtex", "SegTex's own tools: attribute editing (Figure 6a).")
     commands.add(edit_cmd, under="segtex")

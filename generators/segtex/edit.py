@@ -46,7 +46,7 @@ from fsbench import ui
 from fsbench.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from generators.segtex.sampler import SegTexSampler
+    from fsbench.generators.segtex.sampler import SegTexSampler
 
 __all__ = ["DONOR_STREAM", "EDIT_REGIONS", "REGION_CLASSES", "EditGrid", "edit_cmd", "edit_identities", "grid_size",
            "make_edit_grid", "parse_regions", "region_changes", "render_grid"]
@@ -78,7 +78,7 @@ def parse_regions(spec: str) -> tuple[str, ...]:
 
 
 def _crop_index(region: str) -> list[int]:
-    from generators.segtex.data import REGIONS
+    from fsbench.generators.segtex.data import REGIONS
 
     return [REGIONS.index(c) for c in EDIT_REGIONS[region]]
 

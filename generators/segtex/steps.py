@@ -124,7 +124,7 @@ class TextureRandomisation(PipelineStep):
     pipeline, slot = PIPELINE, "texture_randomisation"
 
     def apply(self, batch: dict[str, Any], rngs: Sequence[np.random.Generator]) -> dict[str, Any]:
-        from generators.segtex.data import REGIONS
+        from fsbench.generators.segtex.data import REGIONS
 
         jitter = _ctx(batch).options.texture_jitter
         regions = batch["regions"]
@@ -142,8 +142,7 @@ class TextureApplication(PipelineStep):
 
     def apply(self, batch: dict[str, Any], rngs: Sequence[np.random.Generator]) -> dict[str, Any]:
         import torch
-
-        from generators.segtex.stages import onehot
+        from fsbench.generators.segtex.stages import onehot
 
         c = _ctx(batch)
         if c.options.painter == "mean_colour":

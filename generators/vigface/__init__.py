@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fsbench.generators.vigface.config import PRESETS, VIGFaceConfig, VIGFaceOptions
+
 import fsbench
 from fsbench.api import Generator, Stage
-from generators.vigface.config import PRESETS, VIGFaceConfig, VIGFaceOptions
 
 EMBEDDED = Path(__file__).parent / "embedded"
 
@@ -37,12 +38,12 @@ class VIGFace(Generator):
     )
 
     def plan_stage(self, stage: str, ctx: Any) -> Any:
-        from generators.vigface.stages import plan_diffusion, plan_fr
+        from fsbench.generators.vigface.stages import plan_diffusion, plan_fr
 
         return plan_fr(ctx) if stage == "fr" else plan_diffusion(ctx)
 
     def sampler(self, run: Any, config: Any, options: Any) -> Any:
-        from generators.vigface.sampler import VIGFaceSampler
+        from fsbench.generators.vigface.sampler import VIGFaceSampler
 
         return VIGFaceSampler(run, config, options)
 

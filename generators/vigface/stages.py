@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from fsbench.generators.vigface.diffusion import CosineSchedule
+from fsbench.generators.vigface.uvit import UViT, UViTSize
 from torch import nn
 from torch.nn import functional as F
 
@@ -28,8 +30,6 @@ from fsbench.nn.margin import MarginHead
 from fsbench.train.data import TrainBatches, normalize
 from fsbench.train.fr import lr_at
 from fsbench.train.loop import StepContext, TrainState, make_ema
-from generators.vigface.diffusion import CosineSchedule
-from generators.vigface.uvit import UViT, UViTSize
 
 __all__ = ["build_backbone", "build_uvit", "plan_diffusion", "plan_fr", "prototype_stats"]
 

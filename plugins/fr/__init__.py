@@ -12,7 +12,7 @@ import fsbench
 
 @fsbench.hookimpl
 def fsbench_register_commands(commands):
-    from plugins.fr.commands import benchmark_classify_cmd, benchmark_fr_cmd, fr_group
+    from fsbench.plugins.fr.commands import benchmark_classify_cmd, benchmark_fr_cmd, fr_group
 
     commands.add(fr_group)
     commands.group("benchmark", "Benchmarks that train models on a dataset: gap-to-real, classification.")

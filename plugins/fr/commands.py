@@ -128,8 +128,9 @@ def benchmark_fr_cmd(train_dirs, baseline, benches, preset, overrides, mix, fold
       fsbench benchmark fr --train syn --baseline world/train \\
         --bench world/benchmarks/lfw_like/lfw_like.bin,world/benchmarks/agedb_like/agedb_like.bin --out bench-fr
     """
+    from fsbench.plugins.fr.gap import bench_names, run_gap_benchmark, table_rows, to_markdown
+
     from fsbench.results_folder import ResultsFolder
-    from plugins.fr.gap import bench_names, run_gap_benchmark, table_rows, to_markdown
 
     paths = [Path(p.strip()) for spec in benches for p in spec.split(",") if p.strip()]
     if folds < 1:
@@ -168,8 +169,7 @@ def benchmark_classify_cmd(data_dirs, preset, overrides, train_per_id, out_dir, 
       fsbench benchmark classify --data world --data syn --preset tiny --out classify-out
     """
     import pandas as pd
-
-    from plugins.fr.classify import classify_benchmark
+    from fsbench.plugins.fr.classify import classify_benchmark
 
     results = []
     with _work_dir(out_dir) as work:

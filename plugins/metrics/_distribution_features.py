@@ -54,7 +54,7 @@ class FeatureStats:
     @classmethod
     def load(cls, path: Path) -> FeatureStats:
         """Read an npz with `mu` and `sigma` (fsbench's or pytorch-fid's)."""
-        from plugins.metrics._distribution_math import statistics_problem
+        from fsbench.plugins.metrics._distribution_math import statistics_problem
 
         path = Path(path)
         if not path.is_file():

@@ -61,8 +61,8 @@ class FID(_DistributionMetric):
     primary = "fid"
 
     def compute(self, ctx) -> MetricResult:
-        from plugins.metrics._distribution_features import context_stats, dropped_note, rank_note
-        from plugins.metrics._distribution_math import frechet_distance
+        from fsbench.plugins.metrics._distribution_features import context_stats, dropped_note, rank_note
+        from fsbench.plugins.metrics._distribution_math import frechet_distance
 
         emb = self.feature_embedder(ctx)
         space = emb.cache_key()
@@ -104,8 +104,8 @@ class KID(_DistributionMetric):
         seed: int | None = opt(None, "subset draws (none: the run's --seed; torch-fidelity uses 2020)", min=0)
 
     def compute(self, ctx) -> MetricResult:
-        from plugins.metrics._distribution_features import context_features, dropped_note
-        from plugins.metrics._distribution_math import kid
+        from fsbench.plugins.metrics._distribution_features import context_features, dropped_note
+        from fsbench.plugins.metrics._distribution_math import kid
 
         emb = self.feature_embedder(ctx)
         x, dx = context_features(ctx, "dataset", emb)
@@ -145,8 +145,8 @@ class PRDC(_DistributionMetric):
         k: int = opt(5, "nearest neighbours of the manifold estimate", min=1)
 
     def compute(self, ctx) -> MetricResult:
-        from plugins.metrics._distribution_features import context_features, dropped_note
-        from plugins.metrics._distribution_math import prdc
+        from fsbench.plugins.metrics._distribution_features import context_features, dropped_note
+        from fsbench.plugins.metrics._distribution_math import prdc
 
         emb = self.feature_embedder(ctx)
         fake, df = context_features(ctx, "dataset", emb)
@@ -186,7 +186,7 @@ def _make_embedder(features: str, inception: Path | None) -> Embedder:
 
 def _side_stats(path: Path, emb_factory, workers: int | None):
     """A folder (featurised now) or an .npz (loaded) -> FeatureStats."""
-    from plugins.metrics._distribution_features import FeatureStats, dataset_stats
+    from fsbench.plugins.metrics._distribution_features import FeatureStats, dataset_stats
 
     path = Path(path)
     if path.is_file():
@@ -217,8 +217,8 @@ def fid_cmd(a: Path, b: Path, features: str | None, inception: Path | None, work
       fsbench fid samples/ real/ --inception pt_inception-2015-12-05-6726825d.pth
       fsbench fid samples/ ref.npz --features dlib
     """
-    from plugins.metrics._distribution_features import check_space, dropped_note, rank_note
-    from plugins.metrics._distribution_math import frechet_distance
+    from fsbench.plugins.metrics._distribution_features import check_space, dropped_note, rank_note
+    from fsbench.plugins.metrics._distribution_math import frechet_distance
 
     for path in (a, b):  # refuse a wrong path before featurising the other side
         if not (path.is_file() or path.is_dir()):
@@ -291,8 +291,9 @@ def stats_cmd(root: Path, out: Path, features: str, inception: Path | None, work
       fsbench stats world --out world-pixels.npz --features pixels:8    # raw 8x8 pixels: no weights needed
       fsbench fid samples/ world-pixels.npz --features pixels:8
     """
+    from fsbench.plugins.metrics._distribution_features import dataset_stats, dropped_note, rank_note
+
     from fsbench.data import FaceDataset
-    from plugins.metrics._distribution_features import dataset_stats, dropped_note, rank_note
 
     if not Path(root).is_dir():
         raise UsageError(f"{root}: no such dataset folder")

@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fsbench.generators.procedural.make import make_dataset
 
 from fsbench.data.pairs import open_pairs
 from fsbench.registry import get_registry
 from fsbench.train.fr import train_fr
 from fsbench.verification import verify_embedder
-from generators.procedural.make import make_dataset
 
 IDS, PER_ID, SEED, PAIRS = 1000, 8, 0, 6000
 BENCHMARKS = ("lfw_like", "cfp_fp_like", "agedb_like")

@@ -11,9 +11,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from fsbench.plugins.metrics._distribution_math import _psd_sqrt, frechet_distance
 from scipy import linalg
-
-from plugins.metrics._distribution_math import _psd_sqrt, frechet_distance
 
 
 def _stats(rng, d, n):

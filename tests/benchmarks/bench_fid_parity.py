@@ -87,7 +87,7 @@ def test_fid_parity_report(tmp_path):
                             f"{_fmt(pf_net_d)} | {_fmt(tf_net_d)} | {_fmt(tf_e2e)} |")
 
     # the resize alone, in pixel units (0-255)
-    from plugins.embedders.inception import SIZE, resize_batch
+    from fsbench.plugins.embedders.inception import SIZE, resize_batch
 
     resize_rows = []
     for (h, w), x in images.items():

@@ -18,8 +18,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
-from plugins.metrics import _identity_math as im
+from fsbench.plugins.metrics import _identity_math as im
 
 N = int(os.environ.get("FSBENCH_BENCH_N", 200_000))
 C, D = 10_000, 512
@@ -169,7 +168,7 @@ def test_dlib_workers_vs_plain_loop():
     """Wall-clock ratio (the target), plus CPU seconds per image of both paths: on a shared
     machine the wall ratio mostly measures the other tenants, while equal CPU cost per image
     shows the worker path adds no overhead, so it scales with the free cores."""
-    from plugins.embedders import dlib as dlib_mod
+    from fsbench.plugins.embedders import dlib as dlib_mod
 
     if not dlib_mod.weights_available():
         pytest.skip("dlib weights (face_recognition_models) not installed")

@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from generators.procedural.items import Job, render_arrays
-from generators.procedural.make import make_dataset
-from generators.procedural.params import draw_identity
+from fsbench.generators.procedural.items import Job, render_arrays
+from fsbench.generators.procedural.make import make_dataset
+from fsbench.generators.procedural.params import draw_identity
 
 N_IDS, PER_ID = 100, 20
 
@@ -62,7 +61,7 @@ def _file_cost(root: Path, n: int = 600) -> float:
 def test_cpu_cost_per_image() -> None:
     """CPU seconds (not wall) per item in one process: robust to other load on the machine.
     2 / cost is the ceiling of images/s on 2 free cores, before writing files."""
-    from generators.procedural.items import render_job
+    from fsbench.generators.procedural.items import render_job
 
     jobs = [Job(0, i, j) for i in range(20) for j in range(10)]
     render_job(jobs[0])  # warm caches (noise bank, grids)

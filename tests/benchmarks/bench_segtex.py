@@ -26,18 +26,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from fsbench.generators.segtex import EMBEDDED, SegTex
+from fsbench.generators.segtex.segmap_net import SegmapGenerator
+from fsbench.generators.segtex.sizes import SIZES
+from fsbench.generators.segtex.stages import onehot
+from fsbench.generators.segtex.steps import SLOTS
+from fsbench.generators.segtex.texture_net import TextureNet
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fsbench.api import SampleKey
 from fsbench.sampling import keys_for, plan_sampling
 from fsbench.train.data import normalize
-from generators.segtex import EMBEDDED, SegTex
-from generators.segtex.segmap_net import SegmapGenerator
-from generators.segtex.sizes import SIZES
-from generators.segtex.stages import onehot
-from generators.segtex.steps import SLOTS
-from generators.segtex.texture_net import TextureNet
 
 OUT = Path(__file__).resolve().parents[2] / "reports" / "benchmarks" / "segtex.md"
 N_IDS, PER_ID = 8, 8  # 64 images; per_id < maps_per_identity (10), so every image has its own map

@@ -42,14 +42,14 @@ def paint_real_maps(run: str, world: Path, out: Path) -> dict[str, Path]:
     alone (the sampled sets above also carry the tiny segmap's maps). -> painter: dataset."""
     import numpy as np
     import torch
+    from fsbench.generators.segtex.data import SegTexData
+    from fsbench.generators.segtex.stages import build_texture, onehot
+    from fsbench.generators.segtex.steps import class_colours, mean_colour_paint
     from PIL import Image
 
     from fsbench.data import FaceDataset
     from fsbench.runs import open_run
     from fsbench.train.data import normalize
-    from generators.segtex.data import SegTexData
-    from generators.segtex.stages import build_texture, onehot
-    from generators.segtex.steps import class_colours, mean_colour_paint
 
     r = open_run(Path(run))
     cfg, ds = r.config, FaceDataset.open(world)

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import torch
-
-from generators.vigface.diffusion import CosineSchedule, ddim_sample
-from generators.vigface.uvit import UViT, UViTSize
+from fsbench.generators.vigface.diffusion import CosineSchedule, ddim_sample
+from fsbench.generators.vigface.uvit import UViT, UViTSize
 
 OUT = Path(__file__).resolve().parents[2] / "reports" / "benchmarks" / "vigface.md"
 SIZES = {
