@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fsbench-installed
 DEMO   := demo-out
 
-.PHONY: install test lint demo bench judge vigface-default segtex-default clean
+.PHONY: install test lint demo report bench judge vigface-default segtex-default clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/fsbench demo --out $(DEMO)
+
+# The generator leaderboard (reports/leaderboard/, fsbench/leaderboard.py): every set scored by the
+# default judge and trained on (FR gap-to-real); datasets, samples and models stay in build/leaderboard.
+report: $(STAMP)
+	$(PY) -m fsbench.leaderboard --out reports/leaderboard --work build/leaderboard
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/benchmarks -p no:cacheprovider -o addopts="" -o python_files="bench_*.py" -s -q

@@ -639,10 +639,10 @@ def demo_cmd(out_dir: Path, ids: int, per_id: int, bench_pairs: int, seed: int, 
     Example:
       fsbench demo --out demo-out
     """
-    from fsbench.demo import run_demo
+    from fsbench.demo import run_demo, summary_table
 
     report = run_demo(out_dir, ids=ids, per_id=per_id, seed=seed, bench_pairs=bench_pairs)
-    ui.emit(report.to_json(), as_json=as_json, table=report.table())
+    ui.emit(report.to_json(), as_json=as_json, table=summary_table(report))
     if not as_json:
         ui.out.print(f"wrote {report.markdown} and {report.html}")
 

@@ -33,7 +33,7 @@ def build(out: Path, work: Path, *, ids: int = IDS, per_id: int = PER_ID, bench_
     from fsbench.demo import run_comparison
 
     report = run_comparison(work, ids=ids, per_id=per_id, seed=seed, bench_pairs=bench_pairs, second_real=True,
-                            report_dir=out, title=TITLE, sheets=False, samples=False)
+                            report_dir=out, title=TITLE, sheets=False, samples=False, label="leaderboard")
     timings = {**report.timings, "ids": ids, "per_id": per_id, "bench_pairs": bench_pairs, "seed": seed}
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     return report
