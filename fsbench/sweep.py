@@ -48,5 +48,36 @@ def sweep(generator: str, vary: str, *, run_dir: Path | None, ids: int, per_id: 
     rows = sorted({row for col in columns.values() for row in col}, key=lambda r: list(columns[steps[0]]).index(r)
                   if r in columns[steps[0]] else 1_000)
     table = {row: {value: columns[value].get(row) for value in steps} for row in rows}
+    figure = sweep_figure(table, steps, key, f"{generator}, judge {(judge or {}).get('spec')}", out / "sweep")
     return {"generator": generator, "vary": key, "values": steps, "table": table, "judge": judge, "out": str(out),
-            "errors": errors}
+            "errors": errors, "figures": [str(p) for p in figure]}
+
+
+def sweep_figure(table: dict[str, dict[str, Any]], steps: list[str], key: str, title: str, stem: Path) -> list[Path]:
+    """Every numeric row of the table against the varied value (Table 1 as lines: genuine,
+    impostor and average IoU against w) as STEM.png and STEM.svg; none when nothing is numeric."""
+    import math
+
+    from fsbench.report.figures import new_figure, save_figure
+
+    def number(v: Any) -> float | None:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    series = {row: [number(vals[s]) for s in steps] for row, vals in table.items()
+              if any(number(vals[s]) is not None for s in steps) and not row.startswith(("n_", "iou.n_"))}
+    if not series:
+        return []
+    try:
+        xs: list[float] = [float(s) for s in steps]
+    except ValueError:  # categorical values: evenly spaced, labelled
+        xs = list(range(len(steps)))
+    fig = new_figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    for row, ys in list(series.items())[:8]:
+        ax.plot(xs, [math.nan if y is None else y for y in ys], marker="o", label=row)
+    ax.set_xticks(xs, steps)
+    ax.set_xlabel(key)
+    ax.set_title(f"{title}: sweep of {key}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, stem)

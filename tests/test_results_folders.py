@@ -194,8 +194,10 @@ def test_sweep_refuses_overwrites_and_counts_failed_metrics(cli, tmp_path, flaky
     first = cli(*args, "--vary", "yaw_sd=4,8", "--metrics", "summary")
     assert first.exit_code == 0, first.stderr
     files = manifest(out)["files"]
-    assert {"yaw_sd=4/metrics.json", "yaw_sd=8/metrics.json"} <= set(files)
+    assert {"yaw_sd=4/metrics.json", "yaw_sd=8/metrics.json", "sweep.png", "sweep.svg"} <= set(files)
     assert not any("/samples/" in f for f in files)  # the samples are a cache, not results
+    svg = (out / "sweep.svg").read_text()  # Table 1 as lines: every numeric row against the value
+    assert "yaw_sd" in svg and "summary." in svg
     before = snapshot(out)
     refused(cli(*args, "--vary", "yaw_sd=4", "--metrics", "summary"), out)
     assert snapshot(out) == before
