@@ -347,7 +347,7 @@ _EVALUATE_KW = {"ids": "ids", "per_id": "per_id", "features": "features", "bench
 def evaluate(dataset: str | os.PathLike | None = None, generator: str | None = None, run: str | os.PathLike | None = None,
              metrics: str | list[str] | tuple[str, ...] = ("summary",), embedder: str | None = None,
              reference: str | os.PathLike | None = None, embeddings: Any = None, out: str | os.PathLike | None = None,
-             seed: int = 0, **kw: Any) -> EvaluationResult:
+             seed: int = 0, overwrite: bool = False, **kw: Any) -> EvaluationResult:
     """`fsbench evaluate` from Python (``fsbench.evaluate``): the same run, the same files, the
     same numbers, returned as an `EvaluationResult` (``.to_pandas()``, ``.to_json()``,
     ``.results[name].per_item``).
@@ -358,7 +358,8 @@ def evaluate(dataset: str | os.PathLike | None = None, generator: str | None = N
     keywords as the command's options: ``features=``, ``bench=`` (a path or a list),
     ``options={"iou.bins": 50}`` (``-o``), ``skip_bad=``, ``use_cache=``, ``cache_dir=``.
     Results are written to `out`, by default ``eval-NAME`` in the working directory, as
-    the command does. Expected mistakes raise `fsbench.errors.FsbenchError` subclasses
+    the command does, and as there a folder holding results is refused unless
+    ``overwrite=True`` (which removes what the last run wrote). Expected mistakes raise `fsbench.errors.FsbenchError` subclasses
     with the one-line message the command prints.
     """
     unknown = sorted(set(kw) - set(_EVALUATE_KW))
@@ -376,8 +377,11 @@ def evaluate(dataset: str | os.PathLike | None = None, generator: str | None = N
     def path(p: Any) -> Path | None:
         return None if p is None else Path(p)
 
-    return run_evaluation(
-        dataset_dir=path(dataset), generator=generator, run_dir=path(run), reference_dir=path(reference),
-        metric_specs=metrics if isinstance(metrics, str) else ",".join(metrics), embedder=embedder,
-        embeddings=embeddings, out_dir=path(out), seed=seed, **args,
-    )
+    from fsbench.results_folder import ResultsFolder
+
+    with ResultsFolder("evaluate", overwrite=overwrite, markers=("metrics.json",), cache_dirs=("samples",)) as folder:
+        return run_evaluation(
+            dataset_dir=path(dataset), generator=generator, run_dir=path(run), reference_dir=path(reference),
+            metric_specs=metrics if isinstance(metrics, str) else ",".join(metrics), embedder=embedder,
+            embeddings=embeddings, out_dir=path(out), seed=seed, results_folder=folder, **args,
+        )

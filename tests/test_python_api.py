@@ -340,6 +340,12 @@ def test_evaluate_matches_the_command(world, tmp_path, cli):
                 assert frame.loc["W", f"{metric}.{key}"] == value
     assert shown["metrics"]["cst"]["space"].startswith("judge-")
     assert (tmp_path / "py" / "metrics.json").exists()
+    before = (tmp_path / "py" / "metrics.json").read_bytes()
+    with pytest.raises(UsageError, match="overwrite"):  # the command's guard, from Python too
+        fsbench.evaluate(dataset=world, metrics=["cst"], out=tmp_path / "py")
+    assert (tmp_path / "py" / "metrics.json").read_bytes() == before
+    again = fsbench.evaluate(dataset=world, metrics=["cst"], out=tmp_path / "py", overwrite=True)
+    assert set(again.results) == {"cst"} and (tmp_path / "py" / ".fsbench-results.json").exists()
 
 
 def test_to_pandas_lines_up_several_results(tmp_path):
