@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fsbench.plugins.embedders.pixels import PixelEmbedder
 from PIL import Image
 
 from fsbench.api import Embedder
 from fsbench.data import FaceDataset
 from fsbench.errors import MetricError, UsageError
 from fsbench.evaluation import EvalContext
+from fsbench.plugins.embedders.pixels import PixelEmbedder
 
 
 class MeanColour(Embedder):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fsbench.plugins.metrics._distribution_math import frechet_distance, kid, polynomial_mmd2, prdc
 from scipy import linalg
 from scipy.spatial.distance import cdist
 
+from fsbench.plugins.metrics._distribution_math import frechet_distance, kid, polynomial_mmd2, prdc
 from fsbench.stats import RunningMoments
 
 
@@ -203,9 +203,8 @@ def test_prdc_too_few_samples():
 
 
 def pixel_features(root, side):
-    from fsbench.plugins.embedders.pixels import PixelEmbedder
-
     from fsbench.data import FaceDataset
+    from fsbench.plugins.embedders.pixels import PixelEmbedder
 
     ds = FaceDataset.open(root)
     return PixelEmbedder(str(side)).embed(np.stack([ds.read(i) for i in range(len(ds))])).astype(np.float64)
@@ -290,7 +289,6 @@ def test_kid_whole_set_is_one_estimate_without_spread(pair):
 
 def test_features_computed_once_per_set(pair, monkeypatch):
     from fsbench.plugins.embedders.pixels import PixelEmbedder
-
     from fsbench.registry import get_registry
 
     calls = []
@@ -307,9 +305,8 @@ def test_features_computed_once_per_set(pair, monkeypatch):
 
 
 def test_plugin_errors(pair, monkeypatch, tmp_path):
-    from fsbench.plugins.metrics._distribution_features import _checked
-
     from fsbench.errors import CheckpointError, MetricError, UsageError
+    from fsbench.plugins.metrics._distribution_features import _checked
     from fsbench.registry import get_registry
 
     a, b = pair
@@ -393,7 +390,6 @@ def test_frechet_singular_covariance_falls_back():
 
 def test_failed_rows_are_dropped_and_noted(pair, monkeypatch, cli):
     from fsbench.plugins.embedders.pixels import PixelEmbedder
-
     from fsbench.registry import get_registry
 
     monkeypatch.setattr(PixelEmbedder, "failures", lambda self: {0: "no face found"})

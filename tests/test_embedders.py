@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fsbench.plugins.embedders import dlib as dlib_mod
-from fsbench.plugins.embedders.insightface import InsightFaceEmbedder
-from fsbench.plugins.embedders.iresnet import IResNetEmbedder, parse_spec
 from torch import nn
 
 from fsbench.errors import CheckpointError, UsageError
+from fsbench.plugins.embedders import dlib as dlib_mod
+from fsbench.plugins.embedders.insightface import InsightFaceEmbedder
+from fsbench.plugins.embedders.iresnet import IResNetEmbedder, parse_spec
 
 # --------------------------------------------------------------------------- an independent IResNet
 

@@ -287,7 +287,6 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def fsbench_fid(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> float:
     from fsbench.plugins.metrics._distribution_math import frechet_distance
-
     from fsbench.stats import RunningMoments
 
     ma, mb = RunningMoments(a.shape[1]), RunningMoments(b.shape[1])

@@ -190,9 +190,8 @@ def test_fingerprints_recorded_before_v2_still_name_the_data(folder):
 
 
 def test_embedding_cache_is_keyed_by_the_new_fingerprint(folder, tmp_path):
-    from fsbench.plugins.embedders.pixels import PixelEmbedder
-
     from fsbench.evaluation import EvalContext
+    from fsbench.plugins.embedders.pixels import PixelEmbedder
 
     root = folder(ids=2, per_id=2, size=8)
     copy = tmp_path / "copy"

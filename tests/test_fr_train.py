@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fsbench.plugins.fr.classify import split_first_k
-from fsbench.plugins.fr.gap import gap_to_real
 from PIL import Image
 
 from fsbench.data import FaceDataset
 from fsbench.data.binpack import write_bin
 from fsbench.data.images import encode_image
 from fsbench.errors import CheckpointError, DatasetError, UsageError
+from fsbench.plugins.fr.classify import split_first_k
+from fsbench.plugins.fr.gap import gap_to_real
 from fsbench.train.checkpoint import load_checkpoint, save_checkpoint
 from fsbench.train.config import parse_overrides
 from fsbench.train.data import TrainBatches
@@ -285,9 +285,8 @@ def test_benchmark_fr_table_and_files(cli, tmp_path):
     assert "| Training set |" in md and "GR (%)" in md and "easy" in md
 
     # the reported accuracy is part A's verification of the trained model, reproduced here
-    from fsbench.plugins.fr.embedder import RunEmbedder
-
     from fsbench.data.pairs import read_bin_pairs
+    from fsbench.plugins.fr.embedder import RunEmbedder
     from fsbench.verification import verify_embedder
 
     res = verify_embedder(RunEmbedder(rows[0]["run_dir"]), read_bin_pairs(b1), flip=True, n_folds=10)

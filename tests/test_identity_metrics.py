@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fsbench.plugins.metrics import _identity_math as im
-from fsbench.plugins.metrics import identity as idm
 
 from fsbench.api import Embeddings
 from fsbench.errors import MetricError, UsageError
+from fsbench.plugins.metrics import _identity_math as im
+from fsbench.plugins.metrics import identity as idm
 
 SEEDS = [0, 1, 2]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fsbench.plugins.embedders import inception as inc
-from fsbench.plugins.embedders._inception_net import FIDInceptionV3, _avg3
 
 from fsbench.errors import CheckpointError, UsageError
+from fsbench.plugins.embedders import inception as inc
+from fsbench.plugins.embedders._inception_net import FIDInceptionV3, _avg3
 
 
 @pytest.fixture(scope="module")

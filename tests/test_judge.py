@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fsbench.plugins.embedders.judge import BACKBONE, RECIPE, WEIGHTS_DIR, JudgeEmbedder
 
 from fsbench.data import FaceDataset
 from fsbench.errors import UsageError
 from fsbench.evaluation import EvalContext
 from fsbench.judge import JUDGE_WORLD_SEED, benchmark_info, default_embedder
+from fsbench.plugins.embedders.judge import BACKBONE, RECIPE, WEIGHTS_DIR, JudgeEmbedder
 
 
 @pytest.fixture(autouse=True)

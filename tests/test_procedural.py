@@ -11,6 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+
+from fsbench.data import FaceDataset
+from fsbench.data.binpack import read_bin
+from fsbench.errors import DatasetError, UsageError
 from fsbench.generators.procedural import Procedural
 from fsbench.generators.procedural import make as make_mod
 from fsbench.generators.procedural.bench import BENCHMARKS, bench_job, pair_plan
@@ -18,11 +23,6 @@ from fsbench.generators.procedural.items import REGIONS, Job, render_arrays, ren
 from fsbench.generators.procedural.make import make_dataset
 from fsbench.generators.procedural.params import HELD_OUT_BASE, draw_identity, draw_nuisance
 from fsbench.generators.procedural.render import CLASSES, L_EYE, R_EYE, SKIN, render
-from PIL import Image
-
-from fsbench.data import FaceDataset
-from fsbench.data.binpack import read_bin
-from fsbench.errors import DatasetError, UsageError
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

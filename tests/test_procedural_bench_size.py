@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+
 from fsbench.generators.procedural.bench import BENCHMARKS, benchmark_images, pair_plan
 
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from fsbench.generators.procedural import Procedural
-
 from fsbench.testing import check_generator
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from fsbench.generators.procedural import pixel, render
 from fsbench.generators.procedural.params import draw_nuisance
 from fsbench.generators.procedural.render import HAIR, SKIN, _bank, _blur_taps, _Camera, camera, surface

@@ -164,9 +164,8 @@ def _run(args):
 
 
 def test_format_plugin_and_convert(tmp_path):
-    from fsbench.plugins.formats import RecFormat
-
     from fsbench.data import FaceDataset
+    from fsbench.plugins.formats import RecFormat
 
     _folder(tmp_path / "faces")
     r = _run(["data", "convert", str(tmp_path / "faces"), str(tmp_path / "recs"), "--json"])

@@ -359,9 +359,8 @@ def test_fingerprint_follows_content_not_size_and_mtime(folder, tmp_path):
 
 
 def test_cached_embeddings_are_not_reused_after_an_in_place_edit(folder, tmp_path):
-    from fsbench.plugins.embedders.pixels import PixelEmbedder
-
     from fsbench.evaluation import EvalContext
+    from fsbench.plugins.embedders.pixels import PixelEmbedder
 
     root = folder(ids=2, per_id=2, size=8, suffix=".bmp")  # raw pixels: a byte changed, the size kept
     cache = tmp_path / "cache"

@@ -17,9 +17,8 @@ from fsbench.report.headline import format_value
 def cst_by_hand(root: Path, side: int) -> float:
     """VIGFace's CST in the pixels:<side> space: per identity the mean cosine over all
     ordered pairs (diagonal included), then the mean over identities."""
-    from fsbench.plugins.embedders.pixels import PixelEmbedder
-
     from fsbench.data import FaceDataset
+    from fsbench.plugins.embedders.pixels import PixelEmbedder
 
     ds = FaceDataset.open(root)
     v = PixelEmbedder(str(side)).embed(np.stack([ds.read(i) for i in range(len(ds))])).astype(np.float64)

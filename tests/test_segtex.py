@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 import torch
 from conftest import micro_train, run_cli
+from PIL import Image
+
+import fsbench
+from fsbench.api import PipelineStep
 from fsbench.generators.segtex import SegTex
 from fsbench.generators.segtex.config import PRESETS, SegTexConfig
 from fsbench.generators.segtex.data import nearest_map
 from fsbench.generators.segtex.sampler import SegTexSampler
 from fsbench.generators.segtex.steps import SLOTS, Augment, Maps, Pose, SegTexContext, gaussian_kernel, pose_grid
-from PIL import Image
-
-import fsbench
-from fsbench.api import PipelineStep
 
 MICRO = {"segmap_batch_size": 8, "texture_batch_size": 8, "segmap_epochs": 1, "texture_epochs": 2,
          "checkpoint_every": 3}
@@ -75,7 +75,6 @@ def test_nearest_map_reads_floor_of_the_scaled_index():
 
 def _options(**kw):
     from fsbench.generators.segtex.config import SegTexOptions
-
     from fsbench.options import parse
 
     return parse(SegTexOptions, kw, where="t")
@@ -307,9 +306,8 @@ def test_texture_without_segmap_is_refused(cli, world, tmp_path):
 
 
 def test_a_local_vgg19_file_serves_the_perceptual_loss_and_is_recorded(world, tmp_path):
-    from fsbench.generators.segtex.losses import VGG19Features
-
     from fsbench.data import FaceDataset
+    from fsbench.generators.segtex.losses import VGG19Features
     from fsbench.hashing import sha256_of
     from fsbench.runs import Run, train_generator
 

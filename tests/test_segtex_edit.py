@@ -11,9 +11,10 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from fsbench.generators.segtex import EMBEDDED
 from fsbench.generators.segtex.edit import EDIT_REGIONS, REGION_CLASSES, edit_identities, grid_size
-from PIL import Image
 
 # steps 2, 4 and 7 at zero strength: then the sampler's image 0 is step 3's painting of step 1's map
 NO_NUISANCE = {"texture_jitter": 0, "pose_max_yaw": 0, "pose_max_pitch": 0, "augment_brightness": 0,

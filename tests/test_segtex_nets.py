@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
+
+from fsbench.errors import CheckpointError
 from fsbench.generators.segtex.losses import (
     VGG_LAYER_WEIGHTS,
     DiscriminatorFeatures,
@@ -37,9 +40,6 @@ from fsbench.generators.segtex.losses import (
 from fsbench.generators.segtex.segmap_net import SegmapDiscriminator, SegmapGenerator, adain, render_map
 from fsbench.generators.segtex.sizes import SIZES
 from fsbench.generators.segtex.texture_net import SPADE, MultiscaleDiscriminator, SPADEGenerator, TextureNet
-from torch.nn import functional as F
-
-from fsbench.errors import CheckpointError
 
 TINY, PAPER = SIZES["tiny"], SIZES["paper"]
 

@@ -248,11 +248,11 @@ def test_bin_corrupt(tmp_path, content, match):
 
 import cv2  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-from fsbench.plugins.metrics.verification import VerificationMetric  # noqa: E402
 
 from fsbench.api import Embedder  # noqa: E402
 from fsbench.data.images import encode_image  # noqa: E402
 from fsbench.data.pairs import open_pairs, read_lfw_pairs, read_pairs_csv  # noqa: E402
+from fsbench.plugins.metrics.verification import VerificationMetric  # noqa: E402
 from fsbench.verification import embed_pairset, prepare_image, verify_embedder  # noqa: E402
 
 

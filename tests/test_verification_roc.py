@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from fsbench.plugins.metrics.verification import ROC_FILE, ROC_POINTS, roc_points
 
 

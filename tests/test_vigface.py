@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import micro_train, run_cli
+from torch import nn
+from torch.nn import functional as F
+
 from fsbench.generators.vigface import VIGFace
 from fsbench.generators.vigface.config import PRESETS, VIGFaceConfig
 from fsbench.generators.vigface.diffusion import CosineSchedule, ddim_sample
 from fsbench.generators.vigface.stages import fr_step, prototype_stats, virtual_embeddings
 from fsbench.generators.vigface.uvit import UViT, UViTSize
-from torch import nn
-from torch.nn import functional as F
-
 from fsbench.nn.margin import MarginHead
 from fsbench.options import parse
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from fsbench.generators.procedural.params import Strengths
 
 import fsbench
 from fsbench.api import Generator
+from fsbench.generators.procedural.params import Strengths
 from fsbench.options import opt, parse
 
 
@@ -102,9 +102,8 @@ class Procedural(Generator):
 
         Options may arrive as strings (``-o masks=false``): `MakeOptions` converts them.
         """
-        from fsbench.generators.procedural.make import make_dataset, with_strengths
-
         from fsbench.errors import UsageError
+        from fsbench.generators.procedural.make import make_dataset, with_strengths
 
         if out_dir is None:
             raise UsageError("procedural: an output folder (--out) is required")

@@ -27,12 +27,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from fsbench.generators.procedural.items import Job, identity_name, image_name
-from fsbench.generators.procedural.params import DEFAULT_STRENGTHS, HELD_OUT_BASE, PROTOCOLS, Strengths
 
 from fsbench import ui
 from fsbench.data.writer import move_into_place
 from fsbench.errors import UsageError
+from fsbench.generators.procedural.items import Job, identity_name, image_name
+from fsbench.generators.procedural.params import DEFAULT_STRENGTHS, HELD_OUT_BASE, PROTOCOLS, Strengths
 
 BENCHMARKS = ("lfw_like", "cfp_fp_like", "agedb_like")
 FOLDS = 10
@@ -108,11 +108,10 @@ def _settings(seed: int, size: int, pairs: int, strengths: Strengths) -> dict:
 def write_benchmark(root: Path, protocol: str, *, seed: int, size: int, pairs: int, workers: int | None,
                     strengths: Strengths = DEFAULT_STRENGTHS) -> Path:
     """Write one protocol's folder atomically (temporary name, then rename)."""
-    from fsbench.generators.procedural.pool import run_jobs
-
     from fsbench.data import write_item
     from fsbench.data.binpack import write_bin
     from fsbench.data.writer import write_csv
+    from fsbench.generators.procedural.pool import run_jobs
 
     final = root / protocol
     tmp = root / f".{protocol}.partial"

@@ -12,6 +12,10 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+
+from fsbench.data.images import encode_image
+from fsbench.data.writer import write_item
 from fsbench.generators.procedural.params import (
     DEFAULT_STRENGTHS,
     Identity,
@@ -21,10 +25,6 @@ from fsbench.generators.procedural.params import (
 )
 from fsbench.generators.procedural.render import CLASSES, EYE_G, HAIR, L_EYE, L_LIP, MOUTH, R_EYE, SKIN, U_LIP, render
 from fsbench.generators.procedural.render import warm_caches as render_warm_caches
-from numba import njit
-
-from fsbench.data.images import encode_image
-from fsbench.data.writer import write_item
 
 # The five region crops SegTex consumes, side by side in one JPEG strip, in this order:
 # regions/<identity>/<stem>.jpg is (REGION_SIZE, 5 * REGION_SIZE, 3), crop k at columns

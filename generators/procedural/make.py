@@ -10,14 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fsbench import ui
+from fsbench.errors import UsageError
 from fsbench.generators.procedural.bench import check_bench_pairs, write_benchmarks
 from fsbench.generators.procedural.items import AUX_DIRS, REGION_SIZE, REGIONS, Job, identity_name, image_name
 from fsbench.generators.procedural.params import DEFAULT_STRENGTHS, HAIR_STYLES, HELD_OUT_BASE, Strengths
 from fsbench.generators.procedural.pool import run_jobs
 from fsbench.generators.procedural.render import CLASSES
-
-from fsbench import ui
-from fsbench.errors import UsageError
 
 
 def check_options(n_ids: int, per_id: int, size: int, seed: int, region_size: int = REGION_SIZE) -> None:

@@ -33,6 +33,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
+
 from fsbench.generators.procedural.params import BALD, BUZZ, CURLY, HAIR_STYLES, LONG, MEDIUM, TIED, Identity, Nuisance
 from fsbench.generators.procedural.pixel import (
     F32,
@@ -66,7 +68,6 @@ from fsbench.generators.procedural.pixel import (
     soft32,
     surface32,
 )
-from numba import njit
 
 CLASSES = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",

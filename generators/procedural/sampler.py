@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from fsbench.generators.procedural.items import AUX_DIRS, Job, identity_name, render_job
-from fsbench.generators.procedural.params import HELD_OUT_BASE, Strengths
-
 from fsbench.api import Identity, Sample, SampleKey, Sampler
 from fsbench.errors import UsageError
+from fsbench.generators.procedural.items import AUX_DIRS, Job, identity_name, render_job
+from fsbench.generators.procedural.params import HELD_OUT_BASE, Strengths
 
 
 class ProceduralSampler(Sampler):

@@ -23,10 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsbench.generators.segtex.config import PRESETS, SegTexConfig, SegTexOptions
-
 import fsbench
 from fsbench.api import Generator, Stage
+from fsbench.generators.segtex.config import PRESETS, SegTexConfig, SegTexOptions
 
 EMBEDDED = Path(__file__).parent / "embedded"
 

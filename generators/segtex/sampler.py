@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from fsbench.generators.segtex.data import SegTexData
-from fsbench.generators.segtex.stages import build_segmap, build_texture
-from fsbench.generators.segtex.steps import PIPELINE, SLOTS, SegTexContext, class_colours
 
 from fsbench.api import Identity, Sample, SampleKey, Sampler
 from fsbench.data import FaceDataset
 from fsbench.errors import UsageError
+from fsbench.generators.segtex.data import SegTexData
+from fsbench.generators.segtex.stages import build_segmap, build_texture
+from fsbench.generators.segtex.steps import PIPELINE, SLOTS, SegTexContext, class_colours
 from fsbench.pipeline import resolve
 from fsbench.train.device import pick_device
 from fsbench.ui import warn

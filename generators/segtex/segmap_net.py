@@ -28,9 +28,10 @@ Shapes: 3 x (B, 3, S, S) -> skin (B, 2c, S/4, S/4), hair, mouth (B, c, S/4, S/4)
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from fsbench.generators.segtex.layers import ConvEncoder, PatchDiscriminator, count_flops
 from fsbench.generators.segtex.sizes import SegmapSize
-from torch import nn
 
 __all__ = ["SegmapDiscriminator", "SegmapGenerator", "adain", "render_map"]
 

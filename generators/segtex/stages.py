@@ -26,6 +26,12 @@ import dataclasses
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fsbench import ui
+from fsbench.api import StagePlan
+from fsbench.errors import UsageError
 from fsbench.generators.segtex.data import CLASSES, RESIZE, SegTexBatches
 from fsbench.generators.segtex.losses import (
     VGG_LAYER_WEIGHTS,
@@ -48,12 +54,6 @@ from fsbench.generators.segtex.losses import (
 from fsbench.generators.segtex.segmap_net import SegmapDiscriminator, SegmapGenerator, render_map
 from fsbench.generators.segtex.sizes import SIZES, SegTexSize
 from fsbench.generators.segtex.texture_net import MultiscaleDiscriminator, TextureNet
-from torch import nn
-from torch.nn import functional as F
-
-from fsbench import ui
-from fsbench.api import StagePlan
-from fsbench.errors import UsageError
 from fsbench.hashing import sha256_of
 from fsbench.train.data import normalize
 from fsbench.train.loop import StepContext, TrainState, make_ema

@@ -142,6 +142,7 @@ class TextureApplication(PipelineStep):
 
     def apply(self, batch: dict[str, Any], rngs: Sequence[np.random.Generator]) -> dict[str, Any]:
         import torch
+
         from fsbench.generators.segtex.stages import onehot
 
         c = _ctx(batch)

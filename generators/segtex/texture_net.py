@@ -37,10 +37,11 @@ Shapes (paper): 6 x (B, 19 | 3, 256, 256) -> 6 x (B, 256, 64, 64) -> (B, 3, 64, 
 from __future__ import annotations
 
 import torch
-from fsbench.generators.segtex.layers import ConvEncoder, PatchDiscriminator, count_flops, maybe_spectral
-from fsbench.generators.segtex.sizes import TextureSize
 from torch import nn
 from torch.nn import functional as F
+
+from fsbench.generators.segtex.layers import ConvEncoder, PatchDiscriminator, count_flops, maybe_spectral
+from fsbench.generators.segtex.sizes import TextureSize
 
 __all__ = ["SPADE", "MultiscaleDiscriminator", "SPADEGenerator", "SPADEResBlock", "TextureNet"]
 

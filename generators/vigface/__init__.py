@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsbench.generators.vigface.config import PRESETS, VIGFaceConfig, VIGFaceOptions
-
 import fsbench
 from fsbench.api import Generator, Stage
+from fsbench.generators.vigface.config import PRESETS, VIGFaceConfig, VIGFaceOptions
 
 EMBEDDED = Path(__file__).parent / "embedded"
 

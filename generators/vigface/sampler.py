@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from fsbench.generators.vigface.diffusion import CosineSchedule, ddim_sample
-from fsbench.generators.vigface.stages import build_uvit
 from torch.nn import functional as F
 
 from fsbench.api import Identity, Sample, SampleKey, Sampler
 from fsbench.errors import UsageError
+from fsbench.generators.vigface.diffusion import CosineSchedule, ddim_sample
+from fsbench.generators.vigface.stages import build_uvit
 from fsbench.train.device import pick_device
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from fsbench.generators.vigface.diffusion import CosineSchedule
-from fsbench.generators.vigface.uvit import UViT, UViTSize
 from torch import nn
 from torch.nn import functional as F
 
 from fsbench import ui
 from fsbench.api import StagePlan
+from fsbench.generators.vigface.diffusion import CosineSchedule
+from fsbench.generators.vigface.uvit import UViT, UViTSize
 from fsbench.nn.iresnet import get_model
 from fsbench.nn.margin import MarginHead
 from fsbench.train.data import TrainBatches, normalize

@@ -78,6 +78,7 @@ def resize_batch(images: np.ndarray, mode: str, device: str = "cpu"):  # -> torc
 def load_fid_inception(path: Path, device: str = "cpu"):
     """The FID Inception with weights from `path`; CheckpointError for anything else."""
     import torch
+
     from fsbench.plugins.embedders._inception_net import FIDInceptionV3
 
     key = (str(path), sha256_of(path), device)

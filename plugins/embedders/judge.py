@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from fsbench.plugins.embedders.iresnet import IResNetEmbedder
 
 import fsbench
 from fsbench.errors import CheckpointError
 from fsbench.judge import JUDGE_WORLD_SEED
+from fsbench.plugins.embedders.iresnet import IResNetEmbedder
 
 WEIGHTS_DIR = Path(__file__).with_name("judge_weights")
 BACKBONE = "backbone.pth"

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from fsbench.plugins.formats.rec import RecFormat
 
 import fsbench
+from fsbench.plugins.formats.rec import RecFormat
 
 __all__ = ["RecFormat", "convert_cmd"]
 

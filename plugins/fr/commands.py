@@ -129,7 +129,6 @@ def benchmark_fr_cmd(train_dirs, baseline, benches, preset, overrides, mix, fold
         --bench world/benchmarks/lfw_like/lfw_like.bin,world/benchmarks/agedb_like/agedb_like.bin --out bench-fr
     """
     from fsbench.plugins.fr.gap import bench_names, run_gap_benchmark, table_rows, to_markdown
-
     from fsbench.results_folder import ResultsFolder
 
     paths = [Path(p.strip()) for spec in benches for p in spec.split(",") if p.strip()]
@@ -169,6 +168,7 @@ def benchmark_classify_cmd(data_dirs, preset, overrides, train_per_id, out_dir, 
       fsbench benchmark classify --data world --data syn --preset tiny --out classify-out
     """
     import pandas as pd
+
     from fsbench.plugins.fr.classify import classify_benchmark
 
     results = []

@@ -133,9 +133,8 @@ def run_gap_benchmark(
     `results_folder` (`benchmark fr --out`): checked with these settings (the trainings' keys,
     the benchmarks' content, folds) before anything is written, then started. `retrain`:
     remove each set's earlier training files first (`--overwrite`)."""
-    from fsbench.plugins.fr.embedder import RunEmbedder
-
     from fsbench.data.pairs import read_bin_pairs
+    from fsbench.plugins.fr.embedder import RunEmbedder
     from fsbench.train.fr import fr_config, train_fr
     from fsbench.verification import verify_embedder
 

@@ -291,9 +291,8 @@ def stats_cmd(root: Path, out: Path, features: str, inception: Path | None, work
       fsbench stats world --out world-pixels.npz --features pixels:8    # raw 8x8 pixels: no weights needed
       fsbench fid samples/ world-pixels.npz --features pixels:8
     """
-    from fsbench.plugins.metrics._distribution_features import dataset_stats, dropped_note, rank_note
-
     from fsbench.data import FaceDataset
+    from fsbench.plugins.metrics._distribution_features import dataset_stats, dropped_note, rank_note
 
     if not Path(root).is_dir():
         raise UsageError(f"{root}: no such dataset folder")

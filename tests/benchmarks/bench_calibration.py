@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fsbench.generators.procedural.make import make_dataset
 
 from fsbench.data.pairs import open_pairs
+from fsbench.generators.procedural.make import make_dataset
 from fsbench.registry import get_registry
 from fsbench.train.fr import train_fr
 from fsbench.verification import verify_embedder

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fsbench.plugins.metrics._distribution_math import _psd_sqrt, frechet_distance
 from scipy import linalg
+
+from fsbench.plugins.metrics._distribution_math import _psd_sqrt, frechet_distance
 
 
 def _stats(rng, d, n):

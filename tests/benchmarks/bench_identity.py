@@ -18,6 +18,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
 from fsbench.plugins.metrics import _identity_math as im
 
 N = int(os.environ.get("FSBENCH_BENCH_N", 200_000))

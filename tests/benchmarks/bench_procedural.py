@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from fsbench.generators.procedural.items import Job, render_arrays
 from fsbench.generators.procedural.make import make_dataset
 from fsbench.generators.procedural.params import draw_identity

@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from fsbench.api import SampleKey
 from fsbench.generators.segtex import EMBEDDED, SegTex
 from fsbench.generators.segtex.segmap_net import SegmapGenerator
 from fsbench.generators.segtex.sizes import SIZES
 from fsbench.generators.segtex.stages import onehot
 from fsbench.generators.segtex.steps import SLOTS
 from fsbench.generators.segtex.texture_net import TextureNet
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-from fsbench.api import SampleKey
 from fsbench.sampling import keys_for, plan_sampling
 from fsbench.train.data import normalize
 

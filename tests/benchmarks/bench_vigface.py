@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from fsbench.generators.vigface.diffusion import CosineSchedule, ddim_sample
 from fsbench.generators.vigface.uvit import UViT, UViTSize
 
