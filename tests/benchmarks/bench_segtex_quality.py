@@ -39,39 +39,28 @@ def fsbench(*args: object) -> dict:
 
 def paint_real_maps(run: str, world: Path, out: Path) -> dict[str, Path]:
     """Each world image's own map painted from its own crops by each painter: the texture stage
-    alone (the sampled sets above also carry the tiny segmap's maps). -> painter: dataset."""
-    import numpy as np
+    alone (the sampled sets above also carry the tiny segmap's maps). Step 3 runs as sampling
+    runs it, on a sampler made with ``-o painter=...`` (its networks, pool and colours).
+    -> painter: dataset."""
     import torch
-    from fsbench.generators.segtex.data import SegTexData
-    from fsbench.generators.segtex.stages import build_texture, onehot
-    from fsbench.generators.segtex.steps import class_colours, mean_colour_paint
     from PIL import Image
 
     from fsbench.data import FaceDataset
+    from fsbench.generators.segtex.data import SegTexData
+    from fsbench.generators.segtex.steps import TextureApplication
+    from fsbench.registry import get_registry
     from fsbench.runs import open_run
-    from fsbench.train.data import normalize
+    from fsbench.sampling import plan_sampling
 
-    r = open_run(Path(run))
-    cfg, ds = r.config, FaceDataset.open(world)
-    t = SegTexData(ds, cfg.image_size).read(range(len(ds)))
-    shipped = Path(run) / "textures"  # the sampler's pool: shipped with the run, else its training data
-    pool = SegTexData(FaceDataset.open(shipped if shipped.is_dir() else r.info["data"]), cfg.image_size)
-    p = pool.read(range(len(pool)))
+    ds = FaceDataset.open(world)
+    t = SegTexData(ds, open_run(Path(run)).config.image_size).read(range(len(ds)))
     sets = {}
     for painter in PAINTERS:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            net, _ = build_texture(cfg)
-        if painter == "network":
-            net.load_state_dict(r.load("texture")["ema"]["texture"])
-        net.eval()
-        if painter == "mean_colour":
-            images = mean_colour_paint(t.maps, t.regions, class_colours(p.maps, p.images))
-        else:
-            with torch.no_grad():
-                parts = [normalize(torch.from_numpy(np.ascontiguousarray(t.regions[:, k]))) for k in range(5)]
-                x = net(onehot(torch.from_numpy(t.maps)), *parts)
-            images = ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        sampler = plan_sampling(get_registry().generator("segtex"), Path(run), n_ids=1, per_id=1, seed=0,
+                                overrides={"painter": painter}).sampler
+        batch = {"maps": t.maps, "regions": t.regions, "params": [{} for _ in t.maps], "segtex": sampler.context}
+        with torch.no_grad():
+            images = TextureApplication().apply(batch, [])["images"]
         root = out / painter
         rows = ["path,identity"]
         for i, item in enumerate(ds.items):
