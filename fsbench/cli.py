@@ -536,11 +536,9 @@ def evaluate_cmd(dataset_dir, generator, run_dir, ids, per_id, reference_dir, me
       fsbench evaluate --generator vigface --run runs/vig --embedder iresnet:r50:w.pth --metrics sep,cst
       fsbench evaluate --embeddings emb.npz --metrics cst,sep,iou   # vectors computed elsewhere
     """
-    from fsbench.evaluate_run import run_evaluation
-    from fsbench.results_folder import ResultsFolder
+    from fsbench.evaluate_run import evaluation_folder, run_evaluation
 
-    # samples/ (--generator) is a cache keyed by the sampling request: never listed nor removed
-    with ResultsFolder("evaluate", overwrite=overwrite, markers=("metrics.json",), cache_dirs=("samples",)) as folder:
+    with evaluation_folder(overwrite) as folder:
         result = run_evaluation(
             dataset_dir=dataset_dir, generator=generator, run_dir=run_dir, ids=ids, per_id=per_id,
             reference_dir=reference_dir, metric_specs=metric_specs, embedder=embedder, features=features,

@@ -344,6 +344,12 @@ _EVALUATE_KW = {"ids": "ids", "per_id": "per_id", "features": "features", "bench
                 "use_cache": "use_cache", "cache_dir": "cache_dir"}
 
 
+def evaluation_folder(overwrite: bool) -> ResultsFolder:
+    """The guard of an evaluation's --out, for the command and `evaluate` alike: samples/ (with
+    --generator) is a cache keyed by the sampling request, never listed nor removed."""
+    return ResultsFolder("evaluate", overwrite=overwrite, markers=("metrics.json",), cache_dirs=("samples",))
+
+
 def evaluate(dataset: str | os.PathLike | None = None, generator: str | None = None, run: str | os.PathLike | None = None,
              metrics: str | list[str] | tuple[str, ...] = ("summary",), embedder: str | None = None,
              reference: str | os.PathLike | None = None, embeddings: Any = None, out: str | os.PathLike | None = None,
@@ -377,9 +383,7 @@ def evaluate(dataset: str | os.PathLike | None = None, generator: str | None = N
     def path(p: Any) -> Path | None:
         return None if p is None else Path(p)
 
-    from fsbench.results_folder import ResultsFolder
-
-    with ResultsFolder("evaluate", overwrite=overwrite, markers=("metrics.json",), cache_dirs=("samples",)) as folder:
+    with evaluation_folder(overwrite) as folder:
         return run_evaluation(
             dataset_dir=path(dataset), generator=generator, run_dir=path(run), reference_dir=path(reference),
             metric_specs=metrics if isinstance(metrics, str) else ",".join(metrics), embedder=embedder,
