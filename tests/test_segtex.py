@@ -154,7 +154,7 @@ def test_step_1_shapes_the_map_with_drawn_crops_and_paints_it_with_the_identitys
 
 
 def test_the_first_pool_size_identities_never_share_a_skin():
-    fake = types.SimpleNamespace(context=types.SimpleNamespace(pool_paths=list(range(40))), _order=None)
+    fake = types.SimpleNamespace(context=types.SimpleNamespace(pool_paths=list(range(40))))
     rows = [SegTexSampler.source(fake, 7, r) for r in range(45)]
     assert sorted(rows[:40]) == list(range(40)) and rows[40:] == rows[:5]
     assert [SegTexSampler.source(fake, 8, r) for r in range(40)] != rows[:40]  # another seed, another order

@@ -21,6 +21,7 @@ as the image) is written beside each image as ``masks/<identity>/<image>.png``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,12 @@ from fsbench.generators.segtex.steps import PIPELINE, SLOTS, SegTexContext, clas
 from fsbench.pipeline import resolve
 from fsbench.train.device import pick_device
 from fsbench.ui import warn
+
+
+@lru_cache(maxsize=8)
+def pool_order(seed: int, n: int) -> np.ndarray:
+    """The seeded walk of a pool of n faces that identity rows follow (computed once a seed)."""
+    return np.random.default_rng([seed, n]).permutation(n)
 
 
 class SegTexSampler(Sampler):
@@ -76,7 +83,6 @@ class SegTexSampler(Sampler):
         self.slot_index = {**{s: k for k, s in enumerate(SLOTS)}, **{s: len(SLOTS) + k for k, s in enumerate(added)}}
         self.record = self.pipeline.record()
         self.batch_size = options.batch_size
-        self._order: tuple[int, np.ndarray] | None = None
         self.info = {"pipeline": self.record, "weights": options.weights, "painter": options.painter, "device": str(self.device),
                      "image_size": config.image_size, "maps_per_identity": options.maps_per_identity,
                      "feature_net": texture["extra"].get("feature_net"), "textures": str(source),
@@ -90,9 +96,7 @@ class SegTexSampler(Sampler):
         identities with one face make impostor pairs that are genuine); row r >= N reuses the
         item of row r mod N, which identities() warns about."""
         n = len(self.context.pool_paths)
-        if self._order is None or self._order[0] != seed:
-            self._order = (seed, np.random.default_rng([seed, n]).permutation(n))
-        return int(self._order[1][row % n])
+        return int(pool_order(seed, n)[row % n])
 
     def identities(self, n_ids: int, seed: int) -> list[Identity]:
         if n_ids > len(self.context.pool_paths):
