@@ -164,10 +164,12 @@ PAINTED_FROM = {0: (1, 2, 6, 7, 8, 9, 17), 1: (13, 14), 2: (4,), 3: (5,), 4: (10
 
 
 def class_colours(maps: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """(N, S, S) maps, (N, S, S, 3) images -> (19, 3): each class's mean colour over a pool
+    """(N, S, S) maps, (N, S, S, 3) images -> (CLASSES, 3): each class's mean colour over a pool
     (mid grey for a class the pool never shows): what the baseline paints outside the regions."""
-    colours = np.full((19, 3), 127.5)
-    for k in range(19):
+    from fsbench.generators.segtex.data import CLASSES
+
+    colours = np.full((CLASSES, 3), 127.5)
+    for k in range(CLASSES):
         hit = maps == k
         if hit.any():
             colours[k] = images[hit].mean(0)
